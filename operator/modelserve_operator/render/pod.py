@@ -1,0 +1,266 @@
+"""The pod template: runtime container, model fetch, probes, security, GPU scheduling."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from typing import Any
+
+from modelserve_operator.api.modeldeployment import (
+    ModelDeploymentSpec,
+    PodOverrides,
+    ProbeSettings,
+)
+from modelserve_operator.api.modelversion import GPU, ModelVersionSpec
+from modelserve_operator.render import labels, merge, model
+from modelserve_operator.render.settings import RenderSettings
+
+RUNTIME_CONTAINER = "runtime"
+FETCH_CONTAINER = "fetch-model"
+CACHE_DIR = "/cache"
+GPU_RESOURCE = "nvidia.com/gpu"
+RUN_AS = 1000
+
+# Probe defaults. The startup probe gives a TensorRT engine build 10 minutes (60 x 10 s)
+# before liveness may restart the pod; readiness is quick so traffic leaves a sick pod
+# within seconds.
+PROBE_DEFAULTS = {
+    "startup": ProbeSettings(initial_delay_seconds=0, period_seconds=10, timeout_seconds=5,
+                             failure_threshold=60),
+    "readiness": ProbeSettings(initial_delay_seconds=0, period_seconds=5, timeout_seconds=5,
+                               failure_threshold=3),
+    "liveness": ProbeSettings(initial_delay_seconds=0, period_seconds=10, timeout_seconds=5,
+                              failure_threshold=3),
+}
+PROBE_PATHS = {
+    "startup": "/v2/health/ready",
+    "readiness": "/v2/health/ready",
+    "liveness": "/v2/health/live",
+}
+
+# Env names the operator sets from the spec; users cannot override them (merge.merge_env).
+CONTRACT_ENV = (
+    "MODELSERVE_MODEL_NAME",
+    "MODELSERVE_MODEL_VERSION",
+    "MODELSERVE_MODEL_PATH",
+    "MODELSERVE_MODEL_FORMAT",
+    "MODELSERVE_BACKEND",
+    "MODELSERVE_PRECISION",
+    "MODELSERVE_MAX_BATCH_SIZE",
+    "MODELSERVE_MAX_QUEUE_DELAY_US",
+    "MODELSERVE_MAX_QUEUE_SIZE",
+    "MODELSERVE_PORT",
+    "MODELSERVE_ENGINE_CACHE_DIR",
+)
+
+
+def version_hash(version: ModelVersionSpec) -> str:
+    """Digest of the ModelVersion spec, on the pod template for humans and tooling.
+
+    Defaults are left out so that a new API field with a default does not change every
+    hash, and so every pod template, rolling every model on an operator upgrade.
+    """
+    values = version.model_dump(by_alias=True, exclude_defaults=True, mode="json")
+    canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def is_gpu_pod(gpu: GPU) -> bool:
+    # A MIG profile is a GPU request even if count says 0 (validate() flags that combination).
+    return gpu.count > 0 or gpu.mig is not None
+
+
+def _contract_env(md_name: str, version_name: str, version: ModelVersionSpec,
+                  settings: RenderSettings) -> list[dict[str, Any]]:
+    runtime = version.runtime
+    values = (
+        md_name,
+        version_name,
+        model.model_path(version.model),
+        version.model.format,
+        runtime.backend,
+        runtime.precision,
+        str(runtime.max_batch_size),
+        str(runtime.max_queue_delay_microseconds),
+        str(runtime.max_queue_size),
+        str(settings.port),
+        CACHE_DIR,
+    )
+    return [{"name": n, "value": v} for n, v in zip(CONTRACT_ENV, values, strict=True)]
+
+
+# Overridable: libraries (CUDA, torch, huggingface) write caches under $HOME, which the
+# read-only root filesystem would otherwise make fail.
+DEFAULT_ENV = ({"name": "HOME", "value": "/tmp"},)
+
+
+def _env(md_name: str, version_name: str, version: ModelVersionSpec,
+         pod: PodOverrides, settings: RenderSettings) -> list[dict[str, Any]]:
+    return merge.merge_env(
+        _contract_env(md_name, version_name, version, settings),
+        DEFAULT_ENV,
+        [e.wire() for e in version.env or []],
+        [e.wire() for e in pod.env or []],
+    )
+
+
+def _probe(kind: str, tuned: ProbeSettings | None) -> dict[str, Any]:
+    settings = PROBE_DEFAULTS[kind].model_copy(
+        update=tuned.model_dump(exclude_none=True) if tuned else {}
+    )
+    return {"httpGet": {"path": PROBE_PATHS[kind], "port": "http"}, **settings.wire()}
+
+
+def _resources(version: ModelVersionSpec) -> dict[str, Any]:
+    res = version.resources
+    requests: dict[str, Any] = {}
+    limits: dict[str, Any] = {}
+    if res.cpu:
+        requests["cpu"] = res.cpu  # no CPU limit: throttling an inference server hurts p99
+    if res.memory:
+        requests["memory"] = limits["memory"] = res.memory
+    if res.gpu.mig:
+        limits[f"nvidia.com/mig-{res.gpu.mig}"] = 1
+    elif res.gpu.count > 0:
+        # Extended resources cannot overcommit: the request defaults to the limit.
+        limits[GPU_RESOURCE] = res.gpu.count
+    return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
+
+
+def _container_security() -> dict[str, Any]:
+    """Pod Security Standards "restricted", plus a read-only root filesystem."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS,
+        "runAsGroup": RUN_AS,
+    }
+
+
+def _volumes(version: ModelVersionSpec, pod: PodOverrides) -> tuple[list, list, list]:
+    """(volumes, runtime mounts, fetch mounts): ours first, then the user's that fit."""
+    pvc = model.parse_pvc(version.model.uri) is not None
+    ours = [
+        model.model_volume(version.model),
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "cache", "emptyDir": {}},
+    ]
+    runtime_mounts = [
+        {"name": model.MODEL_VOLUME, "mountPath": model.MODEL_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "cache", "mountPath": CACHE_DIR},
+    ]
+    user_mounts = pod.volume_mounts or []
+    volumes = merge.merge_named(ours, pod.volumes)
+    mounts = merge.merge_named(runtime_mounts, user_mounts, key="mountPath")
+    fetch_mounts = [] if pvc else merge.merge_named(
+        [{"name": model.MODEL_VOLUME, "mountPath": model.MODEL_DIR},
+         {"name": "tmp", "mountPath": "/tmp"}],
+        # The user's mounts (e.g. cloud credentials files) are what the fetch needs most.
+        [m for m in user_mounts if m.get("mountPath") != CACHE_DIR],
+        key="mountPath",
+    )
+    return volumes, mounts, fetch_mounts
+
+
+def _gpu_scheduling(gpu: GPU, pod: PodOverrides, settings: RenderSettings) -> dict[str, Any]:
+    """Tolerations, affinity, nodeSelector and runtimeClassName of the pod."""
+    gpu_pod = is_gpu_pod(gpu)
+    ours = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}] if gpu_pod else []
+    product = gpu.product if gpu_pod else None
+    runtime_class = pod.runtime_class_name or (settings.gpu_runtime_class if gpu_pod else None)
+    out = {
+        "nodeSelector": merge.merge_node_selector(pod.node_selector, product),
+        "affinity": merge.merge_affinity(pod.affinity, product),
+        "tolerations": merge.merge_tolerations(ours, pod.tolerations),
+        "runtimeClassName": runtime_class,
+    }
+    return {k: v for k, v in out.items() if v}
+
+
+def render_pod_template(md_name: str, spec: ModelDeploymentSpec, version_name: str,
+                        version: ModelVersionSpec, revision: int, role: str,
+                        settings: RenderSettings) -> dict[str, Any]:
+    """The Deployment's `spec.template` for one revision."""
+    pod = spec.pod or PodOverrides()
+    probes = spec.probes
+    image = version.runtime.image or settings.runtime_image
+    env = _env(md_name, version_name, version, pod, settings)
+    volumes, mounts, fetch_mounts = _volumes(version, pod)
+
+    runtime: dict[str, Any] = {
+        "name": RUNTIME_CONTAINER,
+        "image": image,
+        "command": ["modelserve-runtime"],
+        "args": ["serve", *(version.args or [])],
+        "ports": [{"name": "http", "containerPort": settings.port, "protocol": "TCP"}],
+        "env": env,
+        "startupProbe": _probe("startup", probes.startup if probes else None),
+        "readinessProbe": _probe("readiness", probes.readiness if probes else None),
+        "livenessProbe": _probe("liveness", probes.liveness if probes else None),
+        "securityContext": _container_security(),
+        "volumeMounts": mounts,
+    }
+    resources = _resources(version)
+    if resources:
+        runtime["resources"] = resources
+
+    pod_spec: dict[str, Any] = {}
+    if fetch_mounts:
+        fetch: dict[str, Any] = {
+            "name": FETCH_CONTAINER,
+            "image": settings.fetch_image or image,
+            "command": model.fetch_command(version.model),
+            # Same env as the runtime: the user's credentials (AWS_*, GOOGLE_*) live there.
+            "env": copy.deepcopy(env),
+            "securityContext": _container_security(),
+            "volumeMounts": fetch_mounts,
+        }
+        # Same CPU/memory as the runtime (never GPUs): init containers do not add to the
+        # pod's request, and namespaces with a ResourceQuota reject containers without.
+        cpu_mem = {kind: {k: v for k, v in values.items() if k in ("cpu", "memory")}
+                   for kind, values in resources.items()}
+        cpu_mem = {k: v for k, v in cpu_mem.items() if v}
+        if cpu_mem:
+            fetch["resources"] = cpu_mem
+        pod_spec["initContainers"] = [fetch]
+    pod_spec["containers"] = [runtime]
+    pod_spec["volumes"] = volumes
+    pod_spec["securityContext"] = {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS,
+        "runAsGroup": RUN_AS,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    # Every revision has its own Service: service links would put a handful of variables
+    # per Service of the namespace into every pod, thousands with many ModelDeployments.
+    pod_spec["enableServiceLinks"] = False
+    pod_spec.update(_gpu_scheduling(version.resources.gpu, pod, settings))
+    if pod.service_account_name:
+        pod_spec["serviceAccountName"] = pod.service_account_name
+    if pod.priority_class_name:
+        pod_spec["priorityClassName"] = pod.priority_class_name
+    if pod.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in pod.image_pull_secrets]
+
+    annotations = merge.merge_maps(
+        {
+            labels.MODEL_VERSION_ANNOTATION: version_name,
+            labels.VERSION_HASH_ANNOTATION: version_hash(version),
+            # With an init container present, `kubectl logs` would otherwise ask which.
+            "kubectl.kubernetes.io/default-container": RUNTIME_CONTAINER,
+        },
+        pod.annotations,
+    )
+    return {
+        "metadata": {
+            "labels": merge.merge_maps(
+                labels.pod_labels(md_name, version_name, revision, role), pod.labels
+            ),
+            "annotations": annotations,
+        },
+        "spec": pod_spec,
+    }
