@@ -1,0 +1,138 @@
+"""Backends: one small interface over ONNX Runtime, PyTorch and TensorRT.
+
+A backend loads a model, describes its tensors, warms up, and runs one batch. It is
+called from worker threads (never the event loop) and must allow `instances` calls at
+once; the batcher never exceeds that.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import Settings
+from ..errors import BadRequest
+
+log = logging.getLogger("modelserve.backend")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    datatype: str  # Open Inference Protocol datatype, e.g. FP32
+    shape: tuple[int, ...]  # -1 marks a dynamic dimension; dim 0 is the batch
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+# A batch arrives as the requests' chunks, per input, so a backend can concatenate them
+# straight into its own (pinned) staging memory instead of paying for a second copy.
+Chunks = dict[str, list[np.ndarray]]
+
+
+class Backend(abc.ABC):
+    platform: str = ""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.inputs: list[TensorSpec] = []
+        self.outputs: list[TensorSpec] = []
+        self.instances = 1
+
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Load (or build) the model; fill `inputs` and `outputs`."""
+
+    @abc.abstractmethod
+    def infer(self, batch: Chunks, rows: int) -> dict[str, np.ndarray]:
+        """Run one batch of `rows` rows; return every output with `rows` rows."""
+
+    @property
+    def batchable(self) -> bool:
+        # Batching concatenates along dim 0, which must then be dynamic for every tensor.
+        return all(spec.shape and spec.shape[0] == -1 for spec in self.inputs)
+
+    def warmup(self) -> None:
+        """Run every batch size the batcher may form, so the first caller pays nothing."""
+        sizes = warmup_sizes(self.settings.max_batch_size) if self.batchable else [0]
+        for rows in sizes:
+            batch = {spec.name: [example_tensor(spec, rows)] for spec in self.inputs}
+            actual = rows or example_tensor(self.inputs[0], 0).shape[0]
+            self.infer(batch, actual)
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+def warmup_sizes(max_batch_size: int) -> list[int]:
+    sizes = [1]
+    while sizes[-1] * 2 < max_batch_size:
+        sizes.append(sizes[-1] * 2)
+    if max_batch_size > 1:
+        sizes.append(max_batch_size)
+    return sizes
+
+
+def example_tensor(spec: TensorSpec, rows: int) -> np.ndarray:
+    """Random (never zero: zeros hide bugs and time differently) data for warm-up."""
+    from ..codec import DATATYPES
+
+    shape = [rows if (i == 0 and rows) else (d if d > 0 else 1) for i, d in enumerate(spec.shape)]
+    dtype = DATATYPES[spec.datatype]
+    rng = np.random.default_rng(0)
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype.kind in "iu":
+        return rng.integers(0, 2, size=shape).astype(dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, size=shape).astype(bool)
+    return np.full(shape, b"x", dtype=object)
+
+
+def concat(chunks: list[np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
+    if len(chunks) == 1 and out is None:
+        return chunks[0]
+    return np.concatenate(chunks, axis=0, out=out)
+
+
+def parse_specs(raw: str | None, what: str) -> list[TensorSpec] | None:
+    if not raw:
+        return None
+    from ..codec import DATATYPES
+
+    try:
+        items = json.loads(raw)
+        specs = [
+            TensorSpec(str(i["name"]), str(i.get("datatype", "FP32")), tuple(i.get("shape", ())))
+            for i in items
+        ]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(
+            f"--{what} must be a JSON list of {{name, datatype, shape}}: {exc}"
+        ) from None
+    for spec in specs:
+        if spec.datatype not in DATATYPES:
+            raise ValueError(f"--{what}: tensor {spec.name!r} has unknown datatype {spec.datatype}")
+    return specs
+
+
+def create_backend(settings: Settings) -> Backend:
+    """Import only the backend asked for: torch and tensorrt are heavy and optional."""
+    if settings.backend == "onnxruntime":
+        from .onnxruntime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(settings)
+    if settings.backend == "torch":
+        from .torch import TorchBackend
+
+        return TorchBackend(settings)
+    if settings.backend == "tensorrt":
+        from .tensorrt import TensorRTBackend
+
+        return TensorRTBackend(settings)
+    raise BadRequest(f"unknown backend {settings.backend!r}")

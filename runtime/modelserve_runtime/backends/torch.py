@@ -1,0 +1,233 @@
+"""PyTorch backend: TorchScript (`.pt`) or torch.export programs (`.pt2`).
+
+On a GPU the model runs in fp16/bf16 when asked, and every batch-size bucket is captured
+once as a CUDA graph: a replay costs one launch instead of hundreds, which is what keeps
+batch-1 latency near the GPU's own time. Each instance ("slot") owns a stream, pinned
+host buffers and its graphs, so two batches can overlap copy and compute.
+"""
+
+from __future__ import annotations
+
+import bisect
+import queue
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import Backend, Chunks, TensorSpec, concat, log, parse_specs, warmup_sizes
+
+
+def _flatten_outputs(result: Any) -> list[Any]:
+    if isinstance(result, dict):
+        return list(result.values())
+    if isinstance(result, list | tuple):
+        return list(result)
+    return [result]
+
+
+@dataclass
+class _Graph:
+    graph: Any
+    inputs: list[Any]  # static device tensors, bucket rows
+    outputs: list[Any]  # static device tensors the graph writes
+
+
+@dataclass
+class _Slot:
+    stream: Any
+    pinned_in: dict[str, Any]
+    pinned_out: list[Any]
+    graphs: dict[int, _Graph] = field(default_factory=dict)
+
+
+class TorchBackend(Backend):
+    platform = "pytorch_libtorch"
+
+    def load(self) -> None:
+        import torch
+
+        self.torch = torch
+        s = self.settings
+        if s.model_format != "torchscript":
+            raise ValueError(f"backend torch serves format torchscript, not {s.model_format!r}")
+        specs = parse_specs(s.inputs, "inputs")
+        if not specs:
+            raise ValueError(
+                "backend torch needs --inputs / MODELSERVE_INPUTS: TorchScript carries no "
+                'signature, e.g. [{"name":"input","datatype":"FP32","shape":[-1,3,224,224]}]'
+            )
+        self.inputs = specs
+        use_cuda = s.device.startswith("cuda") and torch.cuda.is_available()
+        if s.device.startswith("cuda") and not use_cuda:
+            log.warning("no CUDA device visible; torch backend runs on CPU")
+        self.device = torch.device(s.device if use_cuda else "cpu")
+        if use_cuda:
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.compute_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(s.precision)
+        if s.precision == "int8":
+            raise ValueError("backend torch has no int8 path; use tensorrt for int8")
+        if self.compute_dtype is not None and not use_cuda:
+            log.warning("precision %s needs a GPU; running fp32 on CPU", s.precision)
+            self.compute_dtype = None
+
+        if s.model_path.endswith(".pt2"):
+            module = torch.export.load(s.model_path).module()
+        else:
+            module = torch.jit.load(s.model_path, map_location="cpu")
+            module.eval()
+        if self.compute_dtype is not None:
+            module = module.to(self.compute_dtype)
+        self.module = module.to(self.device)
+
+        # Discover outputs with one single-row run; names come from --outputs or outputN.
+        from . import example_tensor
+
+        with torch.no_grad():
+            sample = [self._to_device(torch.from_numpy(example_tensor(sp, 1))) for sp in specs]
+            outs = _flatten_outputs(self.module(*sample))
+        names = [sp.name for sp in parse_specs(s.outputs, "outputs") or []]
+        names += [f"output{i}" for i in range(len(names), len(outs))]
+        self.outputs = [
+            TensorSpec(names[i], self._out_datatype(t), (-1, *t.shape[1:]))
+            for i, t in enumerate(outs)
+        ]
+        self.buckets = warmup_sizes(s.max_batch_size) if self.batchable else []
+        self.use_graphs = use_cuda and self.batchable
+        self.instances = s.instances or (2 if use_cuda else 1)
+        self._slots: queue.Queue[_Slot] = queue.Queue()
+        for _ in range(self.instances):
+            self._slots.put(self._make_slot())
+
+    # --- dtype helpers -------------------------------------------------------------
+    def _out_datatype(self, t: Any) -> str:
+        torch = self.torch
+        if t.is_floating_point():
+            return "FP32"  # reduced precision stays inside the GPU; callers get fp32
+        return {
+            torch.int64: "INT64",
+            torch.int32: "INT32",
+            torch.bool: "BOOL",
+            torch.uint8: "UINT8",
+            torch.int8: "INT8",
+        }[t.dtype]
+
+    def _to_device(self, t: Any) -> Any:
+        if t.is_floating_point() and self.compute_dtype is not None:
+            return t.to(self.device, dtype=self.compute_dtype)
+        return t.to(self.device)
+
+    # --- slots and graphs ----------------------------------------------------------
+    def _make_slot(self) -> _Slot:
+        torch = self.torch
+        rows = self.settings.max_batch_size if self.batchable else 1
+        cuda = self.device.type == "cuda"
+        from ..codec import DATATYPES
+
+        def host(shape: tuple[int, ...], dtype: Any) -> Any:
+            return torch.empty(shape, dtype=dtype, pin_memory=cuda)
+
+        def torch_dtype(datatype: str) -> Any:
+            return torch.from_numpy(np.empty(0, DATATYPES[datatype])).dtype
+
+        pinned_in = {
+            sp.name: host(
+                (rows, *(d if d > 0 else 1 for d in sp.shape[1:])), torch_dtype(sp.datatype)
+            )
+            for sp in self.inputs
+        }
+        pinned_out = [host((rows, *sp.shape[1:]), torch_dtype(sp.datatype)) for sp in self.outputs]
+        stream = torch.cuda.Stream(self.device) if cuda else None
+        return _Slot(stream=stream, pinned_in=pinned_in, pinned_out=pinned_out)
+
+    def warmup(self) -> None:
+        if not self.use_graphs:
+            super().warmup()
+            return
+        torch = self.torch
+        slots = [self._slots.get() for _ in range(self.instances)]
+        try:
+            for slot in slots:
+                pool = torch.cuda.graph_pool_handle()
+                # Largest first, so smaller graphs reuse the same memory pool.
+                for bucket in sorted(self.buckets, reverse=True):
+                    slot.graphs[bucket] = self._capture(slot, bucket, pool)
+        finally:
+            for slot in slots:
+                self._slots.put(slot)
+        super().warmup()  # replays every bucket once, end to end
+
+    def _capture(self, slot: _Slot, bucket: int, pool: Any) -> _Graph:
+        torch = self.torch
+        from . import example_tensor
+
+        static_in = [
+            self._to_device(torch.from_numpy(example_tensor(sp, bucket))) for sp in self.inputs
+        ]
+        with torch.no_grad(), torch.cuda.stream(slot.stream):
+            for _ in range(2):  # cudnn autotuning and lazy init stay out of the graph
+                self.module(*static_in)
+            slot.stream.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool, stream=slot.stream):
+                outs = [
+                    o.float() if o.is_floating_point() else o
+                    for o in _flatten_outputs(self.module(*static_in))
+                ]
+        slot.stream.synchronize()
+        return _Graph(graph=graph, inputs=static_in, outputs=outs)
+
+    # --- inference -----------------------------------------------------------------
+    def infer(self, batch: Chunks, rows: int) -> dict[str, np.ndarray]:
+        slot = self._slots.get()
+        try:
+            if self.device.type != "cuda":
+                return self._infer_eager(batch)
+            return self._infer_cuda(slot, batch, rows)
+        finally:
+            self._slots.put(slot)
+
+    def _infer_eager(self, batch: Chunks) -> dict[str, np.ndarray]:
+        torch = self.torch
+        with torch.no_grad():
+            args = [
+                torch.from_numpy(np.ascontiguousarray(concat(batch[sp.name]))) for sp in self.inputs
+            ]
+            outs = _flatten_outputs(self.module(*args))
+        return {
+            spec.name: (o.float() if o.is_floating_point() else o).numpy()
+            for spec, o in zip(self.outputs, outs, strict=True)
+        }
+
+    def _infer_cuda(self, slot: _Slot, batch: Chunks, rows: int) -> dict[str, np.ndarray]:
+        torch = self.torch
+        # Requests' chunks are concatenated straight into pinned memory: one host copy.
+        staged = []
+        for sp in self.inputs:
+            pinned = slot.pinned_in[sp.name]
+            concat(batch[sp.name], out=pinned[:rows].numpy())
+            staged.append(pinned[:rows])
+        with torch.no_grad(), torch.cuda.stream(slot.stream):
+            if self.use_graphs:
+                bucket = self.buckets[bisect.bisect_left(self.buckets, rows)]
+                g = slot.graphs[bucket]
+                for static, host in zip(g.inputs, staged, strict=True):
+                    static[:rows].copy_(host, non_blocking=True)
+                g.graph.replay()
+                outs = [o[:rows] for o in g.outputs]
+            else:
+                args = [self._to_device(h) for h in staged]
+                outs = [
+                    o.float() if o.is_floating_point() else o
+                    for o in _flatten_outputs(self.module(*args))
+                ]
+            for host, dev in zip(slot.pinned_out, outs, strict=True):
+                host[:rows].copy_(dev, non_blocking=True)
+            slot.stream.synchronize()  # releases the GIL while the GPU works
+        # Copy out of the pinned buffers: the next batch on this slot reuses them.
+        return {
+            spec.name: host[:rows].numpy().copy()
+            for spec, host in zip(self.outputs, slot.pinned_out, strict=True)
+        }

@@ -1,0 +1,186 @@
+"""Dynamic batcher: per-model bounded queue -> batches -> backend, off the event loop.
+
+Rules, chosen so that batching never costs latency it cannot buy back:
+- A batch closes at `max_batch_size` rows, or when the queue holds nothing more that fits.
+- The `max_queue_delay` timer only runs while at least one batch is already executing:
+  waiting for company while the device sits idle would add latency at low load for no
+  throughput; waiting while it is busy is free.
+- Requests are taken in arrival order; a request whose non-batch dims differ from the
+  batch being formed starts the next batch (no reordering, so no starvation).
+- The queue is bounded (requests): when full, `Overloaded` (503 + Retry-After).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from .errors import Overloaded, Unavailable
+
+
+class BatchRunner(Protocol):
+    instances: int
+
+    def infer(self, batch: dict[str, list[np.ndarray]], rows: int) -> dict[str, np.ndarray]: ...
+
+
+@dataclass
+class BatcherStats:
+    """Hooks for metrics; the batcher itself knows nothing of Prometheus."""
+
+    on_queue_depth: Callable[[int], None] = lambda depth: None
+    on_batch: Callable[[int, float], None] = lambda rows, seconds: None
+
+
+@dataclass
+class _Item:
+    inputs: dict[str, np.ndarray]
+    rows: int
+    signature: tuple
+    future: asyncio.Future = field(repr=False)
+
+
+def signature_of(inputs: dict[str, np.ndarray]) -> tuple:
+    # Requests batch together only if everything but dim 0 matches.
+    return tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(inputs.items()))
+
+
+class Batcher:
+    def __init__(
+        self,
+        backend: BatchRunner,
+        max_batch_size: int,
+        max_queue_delay_s: float,
+        max_queue_size: int,
+        batchable: bool = True,
+        stats: BatcherStats | None = None,
+    ) -> None:
+        self.backend = backend
+        self.max_rows = max_batch_size if batchable else 1
+        self.batchable = batchable
+        self.delay = max_queue_delay_s
+        self.max_queue_size = max_queue_size
+        self.stats = stats or BatcherStats()
+        self.slots = max(1, backend.instances)
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._arrived = asyncio.Event()
+        self._free = asyncio.Semaphore(self.slots)
+        self._running = 0
+        self._executor = ThreadPoolExecutor(self.slots, thread_name_prefix="infer")
+        self._task: asyncio.Task | None = None
+        self._batches: set[asyncio.Task] = set()
+        self._closed = False
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
+
+    async def submit(self, inputs: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+        """Queue one request of `rows` rows; returns its slice of the batch outputs."""
+        if self._closed:
+            raise Unavailable("the server is shutting down")
+        if len(self._queue) >= self.max_queue_size:
+            raise Overloaded(f"queue full ({self.max_queue_size} requests waiting); retry shortly")
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(_Item(inputs, rows, signature_of(inputs), future))
+        self.stats.on_queue_depth(len(self._queue))
+        self._arrived.set()
+        return await future
+
+    async def _loop(self) -> None:
+        while True:
+            while not self._queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+            await self._free.acquire()
+            batch = await self._form_batch()
+            if not batch:
+                self._free.release()
+                continue
+            task = asyncio.get_running_loop().create_task(self._run(batch))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+
+    def _take_fitting(self, batch: list[_Item], rows: int) -> int:
+        while self._queue:
+            head = self._queue[0]
+            if head.future.cancelled():  # caller gone (client disconnected)
+                self._queue.popleft()
+                continue
+            if batch and (head.signature != batch[0].signature or rows + head.rows > self.max_rows):
+                break
+            batch.append(self._queue.popleft())
+            rows += head.rows
+            if not self.batchable or rows >= self.max_rows:
+                break
+        return rows
+
+    async def _form_batch(self) -> list[_Item]:
+        batch: list[_Item] = []
+        rows = self._take_fitting(batch, 0)
+        if batch and self.delay > 0 and self._running > 0 and self.batchable:
+            deadline = time.monotonic() + self.delay
+            while rows < self.max_rows and not self._queue:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
+                except TimeoutError:
+                    break
+                rows = self._take_fitting(batch, rows)
+                if self._queue:  # something that does not fit: close this batch
+                    break
+        self.stats.on_queue_depth(len(self._queue))
+        return batch
+
+    async def _run(self, batch: list[_Item]) -> None:
+        self._running += 1
+        try:
+            rows = sum(item.rows for item in batch)
+            chunks: dict[str, list[np.ndarray]] = {name: [] for name in batch[0].inputs}
+            for item in batch:
+                for name, array in item.inputs.items():
+                    chunks[name].append(array)
+            loop = asyncio.get_running_loop()
+            started = time.perf_counter()
+            try:
+                outputs = await loop.run_in_executor(
+                    self._executor, self.backend.infer, chunks, rows
+                )
+            except Exception as exc:  # the backend failed: every caller gets the error
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                return
+            self.stats.on_batch(rows, time.perf_counter() - started)
+            offset = 0
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_result(
+                        {name: out[offset : offset + item.rows] for name, out in outputs.items()}
+                    )
+                offset += item.rows
+        finally:
+            self._running -= 1
+            self._free.release()
+
+    async def close(self) -> None:
+        """Stop taking requests; let queued and running batches finish."""
+        self._closed = True
+        while self._queue or self._running:
+            await asyncio.sleep(0.01)
+        if self._task:
+            self._task.cancel()
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,158 @@
+"""Runtime settings from command-line arguments and environment variables.
+
+The operator renders both forms (see docs/runtime.md); an argument wins over its
+environment variable so that a user's `args:` override can beat the rendered env.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+FORMATS = ("onnx", "torchscript", "tensorrt-plan")
+BACKENDS = ("onnxruntime", "torch", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
+# Which backend serves a format when the operator does not say.
+DEFAULT_BACKEND = {"onnx": "onnxruntime", "torchscript": "torch", "tensorrt-plan": "tensorrt"}
+
+
+class ConfigError(ValueError):
+    """A setting is missing or out of range; the message names the flag and env var."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_name: str
+    model_path: str
+    model_format: str = "onnx"
+    backend: str = "onnxruntime"
+    model_version: str = "1"
+    precision: str = "fp32"
+    max_batch_size: int = 8
+    max_queue_delay_us: int = 1000
+    max_queue_size: int = 1024
+    port: int = 8080
+    host: str = "0.0.0.0"
+    engine_cache_dir: str | None = None
+    api_keys_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    max_body_bytes: int = 64 * 1024 * 1024
+    device: str = "cuda"
+    warmup: bool = True
+    drain_timeout_s: float = 30.0
+    access_log: bool = True
+    log_level: str = "INFO"
+    # JSON list of {"name", "datatype", "shape"} for formats that carry no signature
+    # (TorchScript); dim 0 is the batch dimension, -1 marks a dynamic dimension.
+    inputs: str | None = None
+    outputs: str | None = None
+    # Batches run at once (each with its own stream/buffers on GPU); 0: backend default.
+    instances: int = 0
+
+
+# flag name, env var, type, Settings field
+_OPTIONS: list[tuple[str, str, type, str]] = [
+    ("--model-name", "MODELSERVE_MODEL_NAME", str, "model_name"),
+    ("--model-path", "MODELSERVE_MODEL_PATH", str, "model_path"),
+    ("--model-version", "MODELSERVE_MODEL_VERSION", str, "model_version"),
+    ("--format", "MODELSERVE_MODEL_FORMAT", str, "model_format"),
+    ("--backend", "MODELSERVE_BACKEND", str, "backend"),
+    ("--precision", "MODELSERVE_PRECISION", str, "precision"),
+    ("--max-batch-size", "MODELSERVE_MAX_BATCH_SIZE", int, "max_batch_size"),
+    ("--max-queue-delay-us", "MODELSERVE_MAX_QUEUE_DELAY_US", int, "max_queue_delay_us"),
+    ("--max-queue-size", "MODELSERVE_MAX_QUEUE_SIZE", int, "max_queue_size"),
+    ("--port", "MODELSERVE_PORT", int, "port"),
+    ("--host", "MODELSERVE_HOST", str, "host"),
+    ("--engine-cache-dir", "MODELSERVE_ENGINE_CACHE_DIR", str, "engine_cache_dir"),
+    ("--api-keys-file", "MODELSERVE_API_KEYS_FILE", str, "api_keys_file"),
+    ("--tls-cert", "MODELSERVE_TLS_CERT", str, "tls_cert"),
+    ("--tls-key", "MODELSERVE_TLS_KEY", str, "tls_key"),
+    ("--max-body-bytes", "MODELSERVE_MAX_BODY_BYTES", int, "max_body_bytes"),
+    ("--device", "MODELSERVE_DEVICE", str, "device"),
+    ("--drain-timeout-s", "MODELSERVE_DRAIN_TIMEOUT_S", float, "drain_timeout_s"),
+    ("--log-level", "MODELSERVE_LOG_LEVEL", str, "log_level"),
+    ("--inputs", "MODELSERVE_INPUTS", str, "inputs"),
+    ("--outputs", "MODELSERVE_OUTPUTS", str, "outputs"),
+    ("--instances", "MODELSERVE_INSTANCES", int, "instances"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modelserve-runtime",
+        description="Serve one model over the Open Inference Protocol v2 (HTTP).",
+    )
+    for flag, env, _typ, _field in _OPTIONS:
+        # Parse as strings; conversion happens once, for args and env alike.
+        parser.add_argument(flag, default=None, help=f"(env {env})")
+    parser.add_argument("--no-warmup", action="store_true", help="skip warm-up (tests only)")
+    parser.add_argument("--no-access-log", action="store_true", help="disable the audit log")
+    return parser
+
+
+def _convert(flag: str, env: str, typ: type, raw: str) -> object:
+    try:
+        return typ(raw)
+    except ValueError:
+        raise ConfigError(f"{flag} / {env} must be {typ.__name__}, got {raw!r}") from None
+
+
+def load_settings(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    environ = os.environ if environ is None else environ
+    args = build_parser().parse_args(argv)
+    values: dict[str, object] = {}
+    for flag, env, typ, field in _OPTIONS:
+        raw = getattr(args, field_to_dest(flag))
+        if raw is None:
+            raw = environ.get(env) or None
+        if raw is not None:
+            values[field] = _convert(flag, env, typ, raw)
+    for flag, env, field in (
+        ("--model-name", "MODELSERVE_MODEL_NAME", "model_name"),
+        ("--model-path", "MODELSERVE_MODEL_PATH", "model_path"),
+    ):
+        if not values.get(field):
+            raise ConfigError(f"{flag} (or env {env}) is required")
+    fmt = str(values.get("model_format", "onnx"))
+    values.setdefault("backend", DEFAULT_BACKEND.get(fmt, "onnxruntime"))
+    values["warmup"] = not args.no_warmup
+    values["access_log"] = not args.no_access_log
+    settings = Settings(**values)  # type: ignore[arg-type]
+    validate(settings)
+    return settings
+
+
+def field_to_dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def validate(s: Settings) -> None:
+    checks = [
+        (s.model_format in FORMATS, f"--format must be one of {FORMATS}, got {s.model_format!r}"),
+        (s.backend in BACKENDS, f"--backend must be one of {BACKENDS}, got {s.backend!r}"),
+        (
+            s.precision in PRECISIONS,
+            f"--precision must be one of {PRECISIONS}, got {s.precision!r}",
+        ),
+        (s.max_batch_size >= 1, f"--max-batch-size must be >= 1, got {s.max_batch_size}"),
+        (
+            s.max_queue_delay_us >= 0,
+            f"--max-queue-delay-us must be >= 0, got {s.max_queue_delay_us}",
+        ),
+        (s.max_queue_size >= 1, f"--max-queue-size must be >= 1, got {s.max_queue_size}"),
+        (0 < s.port < 65536, f"--port must be in 1..65535, got {s.port}"),
+        (s.max_body_bytes >= 1024, f"--max-body-bytes must be >= 1024, got {s.max_body_bytes}"),
+        (
+            (s.tls_cert is None) == (s.tls_key is None),
+            "--tls-cert and --tls-key must be given together",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)

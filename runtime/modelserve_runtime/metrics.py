@@ -1,0 +1,139 @@
+"""Prometheus metrics. Names and labels are a contract with the operator's rollout
+analysis and the dashboards: change them only together with those."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+log = logging.getLogger("modelserve.metrics")
+
+# `*_created` series double the scrape size and nothing of ours reads them.
+disable_created_metrics()
+
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.004,
+    0.006,
+    0.008,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "modelserve_requests",
+            "Inference requests by final HTTP status.",
+            ["model", "version", "status"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "modelserve_request_duration_seconds",
+            "Time from request received to response ready, inference requests only.",
+            ["model", "version"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "modelserve_batch_size",
+            "Rows per batch sent to the backend.",
+            ["model"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "modelserve_queue_depth",
+            "Requests waiting in the batch queue.",
+            ["model"],
+            registry=r,
+        )
+        self.inference_duration = Histogram(
+            "modelserve_inference_duration_seconds",
+            "Backend time per batch.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "modelserve_inflight_requests",
+            "Inference requests being served.",
+            ["model"],
+            registry=r,
+        )
+        gpu = NvmlCollector.create()
+        if gpu is not None:
+            r.register(gpu)
+
+
+class NvmlCollector(Collector):
+    """GPU gauges read from NVML at scrape time; not registered at all without a GPU,
+    so the series are absent rather than zero."""
+
+    def __init__(self, nvml: object, handles: list[tuple[str, str, object]]) -> None:
+        self.nvml = nvml
+        self.handles = handles
+
+    @classmethod
+    def create(cls) -> NvmlCollector | None:
+        try:
+            import pynvml  # from nvidia-ml-py
+
+            pynvml.nvmlInit()
+            handles = []
+            for i in range(pynvml.nvmlDeviceGetCount()):
+                h = pynvml.nvmlDeviceGetHandleByIndex(i)
+                uuid = pynvml.nvmlDeviceGetUUID(h)
+                handles.append((str(i), uuid.decode() if isinstance(uuid, bytes) else uuid, h))
+        except Exception as exc:  # no library, no driver, no device: no GPU metrics
+            log.info("GPU metrics disabled: %s", exc)
+            return None
+        return cls(pynvml, handles) if handles else None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        nvml = self.nvml
+        labels = ["gpu", "uuid"]
+        util = GaugeMetricFamily(
+            "modelserve_gpu_utilization_percent", "GPU utilisation (NVML).", labels=labels
+        )
+        used = GaugeMetricFamily(
+            "modelserve_gpu_memory_used_bytes", "GPU memory used (NVML).", labels=labels
+        )
+        total = GaugeMetricFamily(
+            "modelserve_gpu_memory_total_bytes", "GPU memory total (NVML).", labels=labels
+        )
+        power = GaugeMetricFamily(
+            "modelserve_gpu_power_watts", "GPU power draw (NVML).", labels=labels
+        )
+        for index, uuid, h in self.handles:
+            try:
+                util.add_metric([index, uuid], nvml.nvmlDeviceGetUtilizationRates(h).gpu)  # type: ignore[attr-defined]
+                mem = nvml.nvmlDeviceGetMemoryInfo(h)  # type: ignore[attr-defined]
+                used.add_metric([index, uuid], mem.used)
+                total.add_metric([index, uuid], mem.total)
+                power.add_metric([index, uuid], nvml.nvmlDeviceGetPowerUsage(h) / 1000.0)  # type: ignore[attr-defined]
+            except Exception as exc:  # e.g. a MIG slice without power readings
+                log.debug("NVML read failed for GPU %s: %s", index, exc)
+        yield from (util, used, total, power)

@@ -1,0 +1,139 @@
+"""One served model: its backend, its batcher, and request validation against its
+signature. The HTTP layer only decodes and encodes."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from .backends import Backend, TensorSpec
+from .batcher import Batcher, BatcherStats
+from .codec import InferRequest
+from .config import Settings
+from .errors import BadRequest, Unavailable
+from .metrics import Metrics
+
+log = logging.getLogger("modelserve.model")
+
+
+class Model:
+    def __init__(self, settings: Settings, backend: Backend, metrics: Metrics) -> None:
+        self.name = settings.model_name
+        self.version = settings.model_version
+        self.settings = settings
+        self.backend = backend
+        self.metrics = metrics
+        self.ready = False
+        self.batcher: Batcher | None = None
+        self._inputs: dict[str, TensorSpec] = {}
+        self._outputs: list[str] = []
+
+    def load(self) -> None:
+        """Blocking: load and warm up (runs in a thread; the server is live meanwhile)."""
+        started = time.monotonic()
+        self.backend.load()
+        self._inputs = {spec.name: spec for spec in self.backend.inputs}
+        self._outputs = [spec.name for spec in self.backend.outputs]
+        loaded = time.monotonic()
+        if self.settings.warmup:
+            self.backend.warmup()
+        log.info(
+            "model %s v%s loaded in %.1fs, warmed up in %.1fs (%s, %d instance(s))",
+            self.name,
+            self.version,
+            loaded - started,
+            time.monotonic() - loaded,
+            self.backend.platform,
+            self.backend.instances,
+        )
+
+    def start_batching(self) -> None:
+        """On the event loop, once `load` has returned."""
+        labels_q = self.metrics.queue_depth.labels(self.name)
+        batch_hist = self.metrics.batch_size.labels(self.name)
+        infer_hist = self.metrics.inference_duration.labels(self.name)
+
+        def on_batch(rows: int, seconds: float) -> None:
+            batch_hist.observe(rows)
+            infer_hist.observe(seconds)
+
+        s = self.settings
+        self.batcher = Batcher(
+            self.backend,
+            max_batch_size=s.max_batch_size,
+            max_queue_delay_s=s.max_queue_delay_us / 1e6,
+            max_queue_size=s.max_queue_size,
+            batchable=self.backend.batchable,
+            stats=BatcherStats(on_queue_depth=labels_q.set, on_batch=on_batch),
+        )
+        self.batcher.start()
+        self.ready = True
+
+    def metadata(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": self.backend.platform,
+            "inputs": [spec.to_json() for spec in self.backend.inputs],
+            "outputs": [spec.to_json() for spec in self.backend.outputs],
+        }
+
+    def validate(self, request: InferRequest) -> tuple[dict[str, np.ndarray], int]:
+        given = {inp.name: inp for inp in request.inputs}
+        unknown = sorted(set(given) - set(self._inputs))
+        if unknown:
+            raise BadRequest(
+                f"unknown input(s) {unknown}; model {self.name!r} takes {sorted(self._inputs)}"
+            )
+        missing = sorted(set(self._inputs) - set(given))
+        if missing:
+            raise BadRequest(f"missing input(s) {missing} for model {self.name!r}")
+        batchable = self.backend.batchable
+        rows: int | None = None
+        feeds = {}
+        for name, spec in self._inputs.items():
+            inp = given[name]
+            if inp.datatype != spec.datatype:
+                raise BadRequest(
+                    f"input {name!r} has datatype {inp.datatype}; model expects {spec.datatype}"
+                )
+            if len(inp.shape) != len(spec.shape) or any(
+                want not in (-1, got)
+                for i, (want, got) in enumerate(zip(spec.shape, inp.shape, strict=True))
+                if i > 0 or not batchable
+            ):
+                raise BadRequest(
+                    f"input {name!r} has shape {list(inp.shape)}; model expects "
+                    f"{list(spec.shape)} (-1: any size)"
+                )
+            if batchable:
+                batch = inp.shape[0]
+                if not 1 <= batch <= self.settings.max_batch_size:
+                    raise BadRequest(
+                        f"input {name!r} has batch size {batch}; allowed 1.."
+                        f"{self.settings.max_batch_size} (max batch size)"
+                    )
+                if rows is not None and batch != rows:
+                    raise BadRequest(f"inputs disagree on batch size ({rows} vs {batch})")
+                rows = batch
+            feeds[name] = inp.data
+        if request.outputs:
+            names = [o.name for o in request.outputs]
+            bad = sorted(set(names) - set(self._outputs))
+            if bad:
+                raise BadRequest(f"unknown output(s) {bad}; model has {self._outputs}")
+        return feeds, rows or 1
+
+    async def infer(self, request: InferRequest) -> list[tuple[str, np.ndarray, bool]]:
+        if not self.ready or self.batcher is None:
+            raise Unavailable(f"model {self.name!r} is not ready")
+        feeds, rows = self.validate(request)
+        results = await self.batcher.submit(feeds, rows)
+        if request.outputs:
+            return [
+                (o.name, results[o.name], request.binary_output if o.binary is None else o.binary)
+                for o in request.outputs
+            ]
+        return [(name, results[name], request.binary_output) for name in self._outputs]

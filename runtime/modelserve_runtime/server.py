@@ -1,0 +1,327 @@
+"""HTTP server: Open Inference Protocol v2 over aiohttp (uvloop when installed).
+
+Why aiohttp: measured against the alternatives (hack/bench-runtime; docs/runtime.md), a
+single aiohttp process on uvloop keeps the GPU fed, and it is already a core dependency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import ssl
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from . import __version__
+from .auth import ApiKeys, presented_key
+from .backends import create_backend
+from .codec import HEADER_LENGTH, decode_request, encode_response
+from .config import ConfigError, Settings, load_settings
+from .errors import InferenceError, NotFound, Overloaded, PayloadTooLarge, Unavailable
+from .metrics import Metrics
+from .model import Model
+
+log = logging.getLogger("modelserve.server")
+access_log = logging.getLogger("modelserve.access")
+
+OPEN_PATHS = ("/v2/health/", "/metrics")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+class RuntimeServer:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.model = Model(settings, create_backend(settings), self.metrics)
+        keys_file = settings.api_keys_file
+        self.api_keys = ApiKeys.from_file(keys_file) if keys_file else None
+        self.draining = False
+        self.inflight = 0
+        self._inflight_gauge = self.metrics.inflight.labels(settings.model_name)
+
+    # --- app -----------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application(
+            client_max_size=self.settings.max_body_bytes,
+            middlewares=[self._auth_and_audit],
+        )
+        r = app.router
+        r.add_get("/v2", self.server_metadata)
+        r.add_get("/v2/health/live", self.live)
+        r.add_get("/v2/health/ready", self.ready)
+        r.add_get("/metrics", self.prometheus)
+        for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+            r.add_get(base, self.model_metadata)
+            r.add_get(base + "/ready", self.model_ready)
+            r.add_post(base + "/infer", self.infer)
+        return app
+
+    @web.middleware
+    async def _auth_and_audit(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = request.path
+        if path.startswith(OPEN_PATHS):
+            return await handler(request)
+        started = time.perf_counter()
+        key_id = None
+        status = 500
+        try:
+            if self.api_keys is not None:
+                key_id = self.api_keys.identify(presented_key(request.headers))
+                if key_id is None:
+                    status = 401
+                    return _error(
+                        401,
+                        "missing or invalid API key (Authorization: Bearer <key>)",
+                        {"WWW-Authenticate": "Bearer"},
+                    )
+            request["key_id"] = key_id
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            if self.settings.access_log:
+                # Audit record: who, what, outcome. Never tensor contents.
+                access_log.info(
+                    json.dumps(
+                        {
+                            "ts": round(time.time(), 3),
+                            "remote": request.remote,
+                            "method": request.method,
+                            "path": path,
+                            "key_id": key_id,
+                            "model": request.match_info.get("model"),
+                            "version": request.match_info.get("version")
+                            or (
+                                self.settings.model_version
+                                if "model" in request.match_info
+                                else None
+                            ),
+                            "status": status,
+                            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                            "request_id": request.get("request_id"),
+                            "bytes_in": request.content_length,
+                        },
+                        separators=(",", ":"),
+                    )
+                )
+
+    # --- health and metadata -------------------------------------------------------
+    async def live(self, request: web.Request) -> web.Response:
+        return web.json_response({"live": True})
+
+    async def ready(self, request: web.Request) -> web.Response:
+        ok = self.model.ready and not self.draining
+        return web.json_response({"ready": ok}, status=200 if ok else 503)
+
+    async def server_metadata(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"name": "modelserve", "version": __version__, "extensions": ["binary_tensor_data"]}
+        )
+
+    async def prometheus(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def _lookup(self, request: web.Request) -> Model:
+        name = request.match_info["model"]
+        version = request.match_info.get("version")
+        if name != self.model.name:
+            raise NotFound(f"unknown model {name!r}; this server serves {self.model.name!r}")
+        if version is not None and version != self.model.version:
+            raise NotFound(
+                f"unknown version {version!r} of model {name!r}; served: {self.model.version!r}"
+            )
+        return self.model
+
+    async def model_metadata(self, request: web.Request) -> web.Response:
+        try:
+            model = self._lookup(request)
+        except InferenceError as exc:
+            return _error(exc.status, str(exc))
+        if not model.ready:
+            return _error(503, f"model {model.name!r} is not ready")
+        return web.json_response(model.metadata())
+
+    async def model_ready(self, request: web.Request) -> web.Response:
+        try:
+            model = self._lookup(request)
+        except InferenceError as exc:
+            return _error(exc.status, str(exc))
+        ok = model.ready and not self.draining
+        return web.json_response({"name": model.name, "ready": ok}, status=200 if ok else 503)
+
+    # --- inference -----------------------------------------------------------------
+    async def infer(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        name = request.match_info["model"]
+        known = name == self.model.name
+        # Unknown names share one label value so callers cannot inflate cardinality.
+        label_model = self.model.name if known else "_unknown"
+        version = self.model.version
+        self.inflight += 1
+        self._inflight_gauge.inc()
+        status = 500
+        try:
+            response = await self._infer(request)
+            status = response.status
+            return response
+        except InferenceError as exc:
+            status = exc.status
+            headers = {"Retry-After": "1"} if isinstance(exc, Overloaded | Unavailable) else None
+            return _error(exc.status, str(exc), headers)
+        except Exception:
+            log.exception("inference failed")
+            status = 500
+            return _error(500, "internal error during inference; see the server log")
+        finally:
+            self.inflight -= 1
+            self._inflight_gauge.dec()
+            self.metrics.requests.labels(label_model, version, str(status)).inc()
+            if known:
+                self.metrics.request_duration.labels(label_model, version).observe(
+                    time.perf_counter() - started
+                )
+
+    async def _infer(self, request: web.Request) -> web.Response:
+        if self.draining:
+            raise Unavailable("the server is shutting down")
+        model = self._lookup(request)
+        if request.content_length is not None and (
+            request.content_length > self.settings.max_body_bytes
+        ):
+            raise PayloadTooLarge(
+                f"body of {request.content_length} bytes exceeds --max-body-bytes "
+                f"{self.settings.max_body_bytes}"
+            )
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise PayloadTooLarge(
+                f"body exceeds --max-body-bytes {self.settings.max_body_bytes}"
+            ) from None
+        decoded = decode_request(body, request.headers.get(HEADER_LENGTH))
+        request["request_id"] = decoded.id
+        outputs = await model.infer(decoded)
+        chunks, header_length = encode_response(model.name, model.version, outputs, decoded.id)
+        if header_length is None:
+            return web.Response(body=chunks[0], content_type="application/json")
+        return web.Response(
+            body=b"".join(chunks),
+            headers={
+                HEADER_LENGTH: str(header_length),
+                "Content-Type": "application/octet-stream",
+            },
+        )
+
+
+# --- process -----------------------------------------------------------------------
+def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    if not settings.tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return ctx
+
+
+async def serve(settings: Settings) -> int:
+    server = RuntimeServer(settings)
+    runner = web.AppRunner(
+        server.app(),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=settings.drain_timeout_s,
+    )
+    await runner.setup()
+    site = web.TCPSite(
+        runner, settings.host, settings.port, ssl_context=_ssl_context(settings), backlog=4096
+    )
+    await site.start()
+    log.info(
+        "listening on %s:%d (%s)",
+        settings.host,
+        settings.port,
+        "https" if settings.tls_cert else "http",
+    )
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    # Live now; ready only after load + warm-up, which may take minutes (engine builds).
+    load = loop.run_in_executor(None, server.model.load)
+    stopped = loop.create_task(stop.wait())
+    await asyncio.wait({load, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if load.done():
+        try:
+            load.result()
+        except Exception:
+            log.exception("model %s failed to load", settings.model_name)
+            await runner.cleanup()
+            return 1
+        server.model.start_batching()
+        log.info("ready: model %s version %s", settings.model_name, settings.model_version)
+        await stopped
+
+    # Drain: readiness and new requests answer 503 at once; in-flight ones finish.
+    log.info("signal received: draining %d in-flight request(s)", server.inflight)
+    server.draining = True
+    deadline = time.monotonic() + settings.drain_timeout_s
+    while server.inflight and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    if server.model.batcher is not None:
+        await server.model.batcher.close()
+    await runner.cleanup()
+    server.model.backend.close()
+    log.info("drained; exiting")
+    return 0
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # The audit log is one JSON object per line on stdout, for the cluster's collector.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access_log.addHandler(handler)
+    access_log.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = load_settings(argv)
+    except ConfigError as exc:
+        print(f"modelserve-runtime: {exc}", file=sys.stderr)
+        return 2
+    _configure_logging(settings.log_level)
+    loop_kind = os.environ.get("MODELSERVE_EVENT_LOOP", "uvloop")
+    if loop_kind == "uvloop":
+        try:
+            import uvloop
+
+            return uvloop.run(serve(settings))
+        except ImportError:
+            log.info("uvloop not installed; using asyncio's default loop")
+    return asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

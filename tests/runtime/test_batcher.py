@@ -1,0 +1,162 @@
+"""Dynamic batcher: batching, splitting, bounded queue, failures. No timed assertions:
+a gate (threading.Event) holds the fake backend so the queue state is deterministic."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+from modelserve_runtime.batcher import Batcher
+from modelserve_runtime.errors import Overloaded
+
+
+class FakeBackend:
+    def __init__(self, instances: int = 1) -> None:
+        self.instances = instances
+        self.batches: list[int] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.fail = False
+
+    def infer(self, batch: dict[str, list[np.ndarray]], rows: int) -> dict[str, np.ndarray]:
+        self.entered.set()
+        self.gate.wait()
+        if self.fail:
+            raise RuntimeError("device on fire")
+        x = np.concatenate(batch["x"])
+        assert x.shape[0] == rows
+        self.batches.append(rows)
+        return {"y": x * 2}
+
+
+def rows(n: int, start: float = 0, width: int = 2) -> dict[str, np.ndarray]:
+    return {"x": np.full((n, width), start, dtype=np.float32)}
+
+
+async def wait_entered(backend: FakeBackend) -> None:
+    while not backend.entered.is_set():
+        await asyncio.sleep(0.001)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_requests_queued_while_busy_form_one_batch_and_split_back() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend()
+        batcher = Batcher(backend, max_batch_size=8, max_queue_delay_s=0, max_queue_size=100)
+        batcher.start()
+        backend.gate.clear()
+        first = asyncio.create_task(batcher.submit(rows(1, 1), 1))
+        await wait_entered(backend)  # first batch is running, the rest must queue
+        others = [asyncio.create_task(batcher.submit(rows(n, n), n)) for n in (1, 2, 3)]
+        while batcher.depth < 3:
+            await asyncio.sleep(0.001)
+        backend.gate.set()
+        results = await asyncio.gather(first, *others)
+        assert backend.batches == [1, 6]
+        for n, result in zip((1, 1, 2, 3), results, strict=True):
+            assert result["y"].shape == (n, 2)
+        np.testing.assert_array_equal(results[3]["y"], np.full((3, 2), 6.0))
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_batch_never_exceeds_max_and_keeps_order() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend()
+        batcher = Batcher(backend, max_batch_size=4, max_queue_delay_s=0, max_queue_size=100)
+        batcher.start()
+        backend.gate.clear()
+        tasks = [asyncio.create_task(batcher.submit(rows(n), n)) for n in (3, 3, 1, 4, 2)]
+        await wait_entered(backend)
+        while batcher.depth < 4:
+            await asyncio.sleep(0.001)
+        backend.gate.set()
+        await asyncio.gather(*tasks)
+        assert backend.batches == [3, 4, 4, 2]  # 3 | 3+1 | 4 | 2: FIFO, never over 4
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_different_non_batch_shapes_do_not_mix() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend()
+        batcher = Batcher(backend, max_batch_size=8, max_queue_delay_s=0, max_queue_size=100)
+        batcher.start()
+        backend.gate.clear()
+        tasks = [asyncio.create_task(batcher.submit(rows(1), 1))]
+        await wait_entered(backend)
+        tasks += [asyncio.create_task(batcher.submit(rows(1, width=w), 1)) for w in (2, 2, 5, 2)]
+        while batcher.depth < 4:
+            await asyncio.sleep(0.001)
+        backend.gate.set()
+        await asyncio.gather(*tasks)
+        assert backend.batches == [1, 2, 1, 1]
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_full_queue_is_overloaded_not_unbounded() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend()
+        batcher = Batcher(backend, max_batch_size=1, max_queue_delay_s=0, max_queue_size=2)
+        batcher.start()
+        backend.gate.clear()
+        running = asyncio.create_task(batcher.submit(rows(1), 1))
+        await wait_entered(backend)
+        queued = [asyncio.create_task(batcher.submit(rows(1), 1)) for _ in range(2)]
+        while batcher.depth < 2:
+            await asyncio.sleep(0.001)
+        with pytest.raises(Overloaded, match="queue full"):
+            await batcher.submit(rows(1), 1)
+        backend.gate.set()
+        await asyncio.gather(running, *queued)
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_backend_failure_reaches_every_caller_and_batcher_survives() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend()
+        batcher = Batcher(backend, max_batch_size=4, max_queue_delay_s=0, max_queue_size=10)
+        batcher.start()
+        backend.fail = True
+        with pytest.raises(RuntimeError, match="on fire"):
+            await batcher.submit(rows(1), 1)
+        backend.fail = False
+        result = await batcher.submit(rows(2, 1), 2)
+        np.testing.assert_array_equal(result["y"], np.full((2, 2), 2.0))
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_delay_timer_waits_for_company_only_while_busy() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend(instances=2)
+        # A long delay: if the timer ran while idle this test would hang, not just slow.
+        batcher = Batcher(backend, max_batch_size=4, max_queue_delay_s=3600, max_queue_size=10)
+        batcher.start()
+        result = await batcher.submit(rows(1), 1)  # idle device: dispatched at once
+        assert result["y"].shape == (1, 2)
+        backend.gate.clear()
+        backend.entered.clear()
+        busy = asyncio.create_task(batcher.submit(rows(1), 1))
+        await wait_entered(backend)
+        # Device busy: the second slot waits for the batch to fill up to 4 rows.
+        tasks = [asyncio.create_task(batcher.submit(rows(1), 1)) for _ in range(4)]
+        backend.gate.set()
+        await asyncio.gather(busy, *tasks)
+        assert backend.batches == [1, 1, 4]
+        await batcher.close()
+
+    run(scenario())
