@@ -1,0 +1,1 @@
+"""Kopf handlers and the reconcile loops they drive."""

@@ -1,0 +1,77 @@
+"""Pure helpers for Kubernetes-style conditions and pod trouble.
+
+Status is a function of observations: callers gather what they saw, these functions
+say what it means, and the caller writes only when the result differs from what is
+stored (cert-manager's policy chain and prometheus-operator's conditions do the same).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something a user must act on: a CamelCase reason and a sentence saying what to do."""
+
+    reason: str
+    message: str
+
+
+def set_condition(previous: list[dict[str, Any]] | None, type_: str, status: bool,
+                  reason: str, message: str, generation: int, now: str) -> dict[str, Any]:
+    """The new condition; lastTransitionTime moves only when the status flips."""
+    value = "True" if status else "False"
+    old = next((c for c in previous or () if c.get("type") == type_), None)
+    since = old["lastTransitionTime"] if old and old.get("status") == value else now
+    return {"type": type_, "status": value, "reason": reason, "message": message,
+            "lastTransitionTime": since, "observedGeneration": generation}
+
+
+def _waiting_reasons(pod: dict[str, Any]) -> list[tuple[str, str]]:
+    out = []
+    for container in pod.get("status", {}).get("containerStatuses", []):
+        waiting = container.get("state", {}).get("waiting")
+        if waiting:
+            out.append((waiting.get("reason", ""), waiting.get("message", "")))
+    return out
+
+
+def pod_problem(pods: list[dict[str, Any]], gpu_request: str | None) -> Problem | None:
+    """The most actionable trouble among `pods`, or None when there is none.
+
+    Checked in the order a user would fix them: a pod that cannot be placed first, then
+    one that cannot get its image, then one that starts and crashes.
+    """
+    for pod in pods:
+        for condition in pod.get("status", {}).get("conditions", []):
+            if (condition.get("type") == "PodScheduled" and condition.get("status") == "False"
+                    and condition.get("reason") == "Unschedulable"):
+                detail = condition.get("message", "")
+                name = pod["metadata"]["name"]
+                if gpu_request and gpu_request in detail:
+                    return Problem(
+                        "GPUsUnavailable",
+                        f"pod {name} cannot be scheduled: no node has enough free "
+                        f"{gpu_request} ({detail}). Lower spec.replicas, free GPUs, or add "
+                        f"GPU nodes.")
+                return Problem(
+                    "Unschedulable",
+                    f"pod {name} cannot be scheduled: {detail}. Check nodeSelector, "
+                    f"tolerations and resource requests.")
+    for pod in pods:
+        for reason, detail in _waiting_reasons(pod):
+            if reason in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName"):
+                return Problem(
+                    "ImagePullFailed",
+                    f"pod {pod['metadata']['name']} cannot pull its image ({reason}: "
+                    f"{detail}). Check spec.runtime.image and imagePullSecrets.")
+    for pod in pods:
+        for reason, detail in _waiting_reasons(pod):
+            if reason == "CrashLoopBackOff":
+                return Problem(
+                    "CrashLooping",
+                    f"pod {pod['metadata']['name']} keeps crashing ({detail or reason}). "
+                    f"Read its logs: kubectl logs {pod['metadata']['name']} --previous.")
+    return None

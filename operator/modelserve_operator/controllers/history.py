@@ -1,0 +1,67 @@
+"""Revision numbers and `status.history`: pure bookkeeping over what was observed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelserve_operator.render.labels import MODEL_VERSION_ANNOTATION, POOL, REVISION
+
+
+def _revision(obj: dict[str, Any]) -> int | None:
+    value = obj["metadata"].get("labels", {}).get(REVISION)
+    return int(value) if value and value.isdigit() else None
+
+
+def revision_for(model_version: str, deployments: list[dict[str, Any]],
+                 history: list[dict[str, Any]], owned_versions: list[dict[str, Any]]) -> int:
+    """The revision number of `model_version`: the one it already has, else the next one.
+
+    A version served before keeps its number (a rollback to revision 3 serves revision
+    3 again), so `modelserve history` and the Deployment names stay recognisable.
+    """
+    for dep in deployments:
+        meta = dep["metadata"]
+        if (meta.get("annotations", {}).get(MODEL_VERSION_ANNOTATION) == model_version
+                and meta.get("labels", {}).get(POOL) == "primary" and _revision(dep)):
+            return _revision(dep)  # type: ignore[return-value]
+    for entry in history:
+        if entry.get("modelVersion") == model_version:
+            return int(entry["revision"])
+    for mv in owned_versions:
+        if mv["metadata"]["name"] == model_version and _revision(mv):
+            return _revision(mv)  # type: ignore[return-value]
+    return next_revision(deployments, history, owned_versions)
+
+
+def next_revision(deployments: list[dict[str, Any]], history: list[dict[str, Any]],
+                  owned_versions: list[dict[str, Any]]) -> int:
+    known = [int(e["revision"]) for e in history]
+    known += [r for r in map(_revision, [*deployments, *owned_versions]) if r]
+    return max(known, default=0) + 1
+
+
+def record(history: list[dict[str, Any]], revision: int, model_version: str, now: str,
+           rolled_out: bool, retired: list[int], keep: int) -> list[dict[str, Any]]:
+    """History after this reconcile, newest first, at most `keep` old entries.
+
+    The serving revision is always listed; `retired` revisions stopped serving now.
+    """
+    entries = [dict(e) for e in history]
+    current = next((e for e in entries if e["revision"] == revision), None)
+    if current is None or current.get("stoppedAt"):
+        if current is not None:
+            entries.remove(current)
+        current = {"revision": revision, "modelVersion": model_version, "startedAt": now,
+                   "outcome": "Progressing"}
+        entries.insert(0, current)
+    if rolled_out and current.get("outcome") != "Serving":
+        current["outcome"] = "Serving"
+    for entry in entries:
+        if entry["revision"] in retired and not entry.get("stoppedAt"):
+            entry["stoppedAt"] = now
+            if entry.get("outcome") in ("Serving", "Progressing"):
+                entry["outcome"] = "Superseded"
+    older = sorted((e for e in entries if e is not current),
+                   key=lambda e: e.get("startedAt", ""), reverse=True)
+    entries = [current, *older]
+    return entries[: keep + 1]

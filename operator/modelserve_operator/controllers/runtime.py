@@ -1,0 +1,170 @@
+"""Process-wide operator state: Kopf settings, credentials, the store and the queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from modelserve_operator.controllers import deployments, metrics, versions
+from modelserve_operator.controllers.context import Context
+from modelserve_operator.controllers.kube import ApiError, Kube
+from modelserve_operator.controllers.queue import WorkQueue
+from modelserve_operator.controllers.store import Store
+from modelserve_operator.render import RenderSettings
+from modelserve_operator.render.labels import DEPLOYMENT, MANAGED_BY
+from modelserve_operator.render.names import label_value
+
+log = logging.getLogger("modelserve.operator")
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+@dataclass
+class Config:
+    """Operator settings from the command line / Helm values."""
+
+    workers: int = 16
+    resync_seconds: float = 300.0
+    render: RenderSettings = field(default_factory=RenderSettings)
+
+
+@dataclass
+class State:
+    config: Config = field(default_factory=Config)
+    store: Store = field(default_factory=Store)
+    connection: kopf.ConnectionInfo | None = None
+    context: Context | None = None
+    queue: WorkQueue | None = None
+    resync: asyncio.Task[None] | None = None
+    # Label values are truncated for long names: map them back to ModelDeployment names.
+    md_by_label: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+STATE = State()
+
+
+def configure_kopf(settings: kopf.OperatorSettings) -> None:
+    """Kopf settings chosen for zero steady-state writes and a small footprint."""
+    settings.persistence.finalizer = "modelserve.io/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix="modelserve.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="modelserve.io", key="last-handled-configuration")
+    # Kopf would post every INFO log line as an Event (one API write each); the
+    # operator posts its own Events for transitions that matter.
+    settings.posting.enabled = False
+    # Resources are known at start; no need to watch CRDs (and no RBAC for it).
+    settings.scanning.disabled = True
+    selector = f"{MANAGED_BY}=modelserve"
+    for resource in ("deployments", "services", "pods"):
+        settings.watching.label_selectors[resource] = selector
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    settings.batching.idle_timeout = 30.0
+    settings.batching.batch_window = 0.05
+    _start()
+
+
+async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    in_cluster = os.path.exists(SERVICE_ACCOUNT_TOKEN) and not os.environ.get("KUBECONFIG")
+    if in_cluster:
+        info = kopf.login_with_service_account(**kwargs)
+    else:
+        info = kopf.login_with_kubeconfig(**kwargs)
+    STATE.connection = info
+    return info
+
+
+def _start() -> None:
+    STATE.queue = WorkQueue(_work, workers=STATE.config.workers)
+    STATE.queue.start()
+    STATE.resync = asyncio.create_task(_resync_forever())
+
+
+async def shutdown() -> None:
+    if STATE.resync:
+        STATE.resync.cancel()
+    if STATE.queue:
+        await STATE.queue.stop()
+    if STATE.context:
+        await STATE.context.kube.close()
+
+
+def _context() -> Context:
+    if STATE.context is None:
+        if STATE.connection is None or STATE.queue is None:
+            raise RuntimeError("operator used before login and startup")
+        STATE.context = Context(STATE.store, Kube(STATE.connection), STATE.queue,
+                                STATE.config.render)
+    return STATE.context
+
+
+async def _work(key: Hashable) -> float | None:
+    kind, namespace, name = key  # type: ignore[misc]
+    reconciler = deployments if kind == "md" else versions
+    label = "ModelDeployment" if kind == "md" else "ModelVersion"
+    with metrics.RECONCILE_SECONDS.labels(label).time():
+        try:
+            requeue = await reconciler.reconcile(_context(), namespace, name)
+        except ApiError as error:
+            metrics.RECONCILES.labels(label, "error").inc()
+            metrics.RECONCILE_ERRORS.labels(label, f"http{error.status}").inc()
+            if error.status == 409:  # a conflict is someone else's fresh write: retry soon
+                return 1.0
+            log.warning("%s %s/%s: %s; retrying in 10s", label, namespace, name, error)
+            return 10.0
+        except Exception as error:
+            metrics.RECONCILES.labels(label, "error").inc()
+            metrics.RECONCILE_ERRORS.labels(label, type(error).__name__).inc()
+            raise
+    metrics.RECONCILES.labels(label, "ok").inc()
+    return requeue
+
+
+async def _resync_forever() -> None:
+    """Level-based safety net: look at everything now and then, even without events."""
+    while True:
+        await asyncio.sleep(STATE.config.resync_seconds)
+        for md in STATE.store.all("ModelDeployment"):
+            meta = md["metadata"]
+            _enqueue(("md", meta["namespace"], meta["name"]))
+
+
+def _enqueue(key: tuple[str, str, str]) -> None:
+    if STATE.queue is not None:
+        STATE.queue.add(key)
+
+
+def observe(kind: str, event: dict[str, Any]) -> None:
+    """Feed one watch event into the store and queue the reconciles it concerns."""
+    body = event.get("object") or {}
+    meta = body.get("metadata") or {}
+    namespace, name = meta.get("namespace", ""), meta.get("name")
+    if not name:
+        return
+    if event.get("type") == "DELETED":
+        STATE.store.delete(kind, namespace, name)
+    else:
+        STATE.store.upsert(kind, body)
+
+    if kind == "ModelDeployment":
+        STATE.md_by_label[(namespace, label_value(name))] = name
+        _enqueue(("md", namespace, name))
+    elif kind == "ModelVersion":
+        _enqueue(("mv", namespace, name))
+        for md in STATE.store.all("ModelDeployment"):
+            if (md["metadata"]["namespace"] == namespace
+                    and md.get("spec", {}).get("modelVersion") == name):
+                _enqueue(("md", namespace, md["metadata"]["name"]))
+    owner_label = meta.get("labels", {}).get(DEPLOYMENT)
+    if owner_label and kind != "ModelDeployment":
+        owner = STATE.md_by_label.get((namespace, owner_label), owner_label)
+        _enqueue(("md", namespace, owner))
+
+

@@ -1,0 +1,113 @@
+"""ModelDeployment status as a pure function of what the reconcile observed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelserve_operator.controllers.conditions import Problem, set_condition
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything status depends on, gathered by the reconcile."""
+
+    generation: int
+    previous: dict[str, Any]              # the status as stored now
+    now: str                              # RFC 3339, passed in so this stays pure
+    desired_replicas: int
+    revision: int | None = None           # revision that should serve
+    model_version: str | None = None
+    deployment: dict[str, Any] | None = None   # its Deployment (slim), if any
+    older_serving: int = 0                # pods of older revisions still serving
+    input_problem: Problem | None = None  # the spec or its version is unusable
+    pod_problem: Problem | None = None
+    deadline_exceeded: bool = False
+    endpoint: str | None = None
+    selector: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def rolled_out(deployment: dict[str, Any] | None, desired: int) -> bool:
+    """True when the Deployment runs `desired` ready pods of its current template."""
+    if deployment is None:
+        return False
+    status = deployment.get("status", {})
+    generation = deployment["metadata"].get("generation", 0)
+    return (status.get("observedGeneration", 0) >= generation
+            and status.get("updatedReplicas", 0) >= desired
+            and status.get("readyReplicas", 0) >= desired
+            and status.get("replicas", 0) <= desired)
+
+
+def compute(o: Observed) -> dict[str, Any]:
+    """The status to store: conditions, phase, replica counts, revision, endpoint."""
+    dep_status = (o.deployment or {}).get("status", {})
+    ready_pods = dep_status.get("readyReplicas", 0)
+    done = rolled_out(o.deployment, o.desired_replicas)
+    serving = ready_pods > 0 or o.older_serving > 0 or o.desired_replicas == 0
+
+    problem = o.input_problem or o.pod_problem
+    if problem is None and o.deadline_exceeded:
+        problem = Problem(
+            "ProgressDeadlineExceeded",
+            f"revision {o.revision} did not become ready within "
+            f"spec.rollout.progressDeadlineSeconds; the previous revision keeps serving.")
+
+    previous = o.previous.get("conditions")
+    if o.input_problem:
+        progressing = (False, o.input_problem.reason, "waiting for the spec to be fixed")
+    elif done:
+        progressing = (False, "RolloutComplete",
+                       f"revision {o.revision} ({o.model_version}) is fully rolled out")
+    else:
+        progressing = (True, "RollingOut",
+                       f"revision {o.revision} ({o.model_version}): {ready_pods}/"
+                       f"{o.desired_replicas} pods ready")
+    if done and not o.input_problem:
+        ready = (True, "Serving" if o.desired_replicas else "ScaledToZero",
+                 f"{ready_pods}/{o.desired_replicas} pods of revision {o.revision} ready")
+    elif serving and o.desired_replicas:
+        ready = (False, "PartiallyReady",
+                 f"{ready_pods}/{o.desired_replicas} pods of revision {o.revision} ready; "
+                 f"older revisions serve {o.older_serving} more")
+    else:
+        ready = (False, problem.reason if problem else "NoReadyPods",
+                 problem.message if problem else "no pod is ready yet")
+    degraded = (True, problem.reason, problem.message) if problem else (
+        False, "AsExpected", "no problems found")
+
+    conditions = [
+        set_condition(previous, "Ready", *ready, o.generation, o.now),
+        set_condition(previous, "Progressing", *progressing, o.generation, o.now),
+        set_condition(previous, "Degraded", *degraded, o.generation, o.now),
+    ]
+    if degraded[0]:
+        phase = "Degraded"
+    elif ready[0] and not progressing[0]:
+        phase = "Ready"
+    else:
+        phase = "Progressing"
+
+    status: dict[str, Any] = {
+        "observedGeneration": o.generation,
+        "conditions": conditions,
+        "phase": phase,
+        "replicas": dep_status.get("replicas", 0),
+        "readyReplicas": ready_pods,
+        "desiredReplicas": o.desired_replicas,
+        "ready": f"{ready_pods}/{o.desired_replicas}",
+    }
+    optional = {"selector": o.selector, "endpoint": o.endpoint, "revision": o.revision,
+                "modelVersion": o.model_version, "history": o.history or None}
+    status.update({k: v for k, v in optional.items() if v is not None})
+    # Keep what this reconcile does not own (rollout fields written by other code paths).
+    for key in ("revision", "modelVersion", "templateHash"):
+        if key not in status and key in o.previous:
+            status[key] = o.previous[key]
+    return status
+
+
+def changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether writing `new` would change anything in the stored status."""
+    return any(old.get(key) != value for key, value in new.items())
