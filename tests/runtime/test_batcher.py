@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+
 from modelserve_runtime.batcher import Batcher
 from modelserve_runtime.errors import Overloaded
 

@@ -8,6 +8,7 @@ import struct
 
 import numpy as np
 import pytest
+
 from modelserve_runtime.codec import decode_request, encode_response
 from modelserve_runtime.errors import BadRequest
 

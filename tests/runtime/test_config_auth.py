@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from modelserve_runtime.auth import ApiKeys, presented_key
 from modelserve_runtime.config import ConfigError, load_settings
 
