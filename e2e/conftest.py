@@ -13,6 +13,7 @@ import uuid
 import pytest
 
 from e2e.kube import Kubectl
+from e2e.operator_process import OperatorProcess
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 HACK = ROOT / "hack"
@@ -45,3 +46,32 @@ def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> str:
     kubectl.run("create", "namespace", name)
     yield name
     kubectl.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def operator(kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> OperatorProcess:
+    """One real operator process for the session (tests may kill and restart it)."""
+    process = OperatorProcess(kubectl.kubeconfig, tmp_path_factory.mktemp("operator"))
+    process.start()
+    yield process
+    process.stop()
+    assert not process.tracebacks(), process.logs()[-5000:]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """On failure, attach the operator's log tail and the namespace's objects and Events."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    funcargs = getattr(item, "funcargs", {})
+    kube, namespace = funcargs.get("kubectl"), funcargs.get("namespace")
+    if kube and namespace:
+        for what in (("get", "md,mv,deploy,svc,pods", "-o", "wide"),
+                     ("get", "events", "--sort-by=.lastTimestamp"),
+                     ("get", "md", "-o", "yaml")):
+            result = kube.run(*what, "-n", namespace, check=False)
+            report.sections.append((f"kubectl {' '.join(what)}", result.stdout[-6000:]))
+    if "operator" in funcargs:
+        report.sections.append(("operator log", funcargs["operator"].logs()[-6000:]))

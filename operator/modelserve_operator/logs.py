@@ -16,7 +16,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key in ("k8s_skip", "namespace", "name"):
+        for key in ("namespace", "object"):
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
         if record.exc_info:

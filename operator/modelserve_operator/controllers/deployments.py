@@ -8,6 +8,7 @@ the live object differs from the desired one.
 from __future__ import annotations
 
 import datetime
+import logging
 import time
 from typing import Any
 
@@ -32,6 +33,7 @@ from modelserve_operator.render.labels import POOL, REVISION, common_labels
 from modelserve_operator.render.names import deployment_name, dns_label
 
 MD = "ModelDeployment"
+log = logging.getLogger("modelserve.operator")
 
 
 def _pydantic_message(error: ValidationError, prefix: str) -> str:
@@ -90,6 +92,9 @@ async def _resolve(ctx: Context, md: dict[str, Any], meta: Meta, spec: ModelDepl
         return name, spec.template, None
     name = spec.model_version or ""
     mv = ctx.store.get("ModelVersion", meta.namespace, name)
+    if mv is None:  # maybe just not listed yet (operator start): confirm with one read
+        found = await ctx.kube.get(API_VERSION, "ModelVersion", meta.namespace, name)
+        mv = ctx.store.upsert("ModelVersion", found) if found else None
     if mv is None:
         return name, None, Problem(
             "ModelVersionNotFound",
@@ -161,6 +166,11 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
                         f"rolling out revision {revision} (ModelVersion {mv_name})")
 
     target = ctx.store.get("Deployment", namespace, target_name)
+    if target is not None and _stale(target):
+        # The Deployment controller has not looked at the latest change yet (even an
+        # annotation bumps a Deployment's generation); its status would say "rolling
+        # out" for a moment. Its next status update brings us back here.
+        return None
     desired = spec.replicas
     if autoscaled and target is not None:
         desired = target.get("spec", {}).get("replicas") or spec.autoscaling.min_replicas
@@ -199,6 +209,11 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     return max(1.0, deadline - age + 1) if not exceeded else 30.0
 
 
+def _stale(deployment: dict[str, Any]) -> bool:
+    observed = deployment.get("status", {}).get("observedGeneration", 0)
+    return observed < deployment["metadata"].get("generation", 0)
+
+
 def _selector(name: str) -> str:
     return ",".join(f"{k}={v}" for k, v in serving_selector(name).items())
 
@@ -227,6 +242,8 @@ async def _report(ctx: Context, md: dict[str, Any], observed: Observed) -> float
     metrics.set_phase(meta["namespace"], meta["name"], status["phase"])
     if not _status_changed(previous, status):
         return None
+    log.debug("%s/%s status changes: %s", meta["namespace"], meta["name"],
+              {k: v for k, v in status.items() if previous.get(k) != v})
     await ctx.kube.patch_status(API_VERSION, MD, meta["namespace"], meta["name"], status)
     md["status"] = {**previous, **status}  # what the watch will bring back shortly
     old_reason = _condition(previous, "Degraded")

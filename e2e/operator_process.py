@@ -1,0 +1,89 @@
+"""The real operator process (`modelserve operator run`), started and killed by tests."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+
+from e2e.kube import eventually
+
+
+class OperatorProcess:
+    def __init__(self, kubeconfig: str, log_dir: pathlib.Path, metrics_port: int = 18080,
+                 health_port: int = 18081, extra_args: tuple[str, ...] = ()):
+        self.kubeconfig = kubeconfig
+        self.log_dir = log_dir
+        self.metrics_port = metrics_port
+        self.health_port = health_port
+        self.extra_args = extra_args
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def log_path(self) -> pathlib.Path:
+        return self.log_dir / f"operator-{self.starts}.log"
+
+    def start(self) -> None:
+        self.starts += 1
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "KUBECONFIG": self.kubeconfig}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "modelserve_operator.cli", "operator", "run",
+             "--metrics-port", str(self.metrics_port), "--health-port", str(self.health_port),
+             "--bind", "127.0.0.1", "--resync-seconds", "3600", *self.extra_args],
+            env=env, stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT,
+        )
+        eventually(self._healthy, timeout=60, what="operator /healthz")
+
+    def _healthy(self) -> bool:
+        assert self.proc and self.proc.poll() is None, f"operator exited: {self.logs()[-3000:]}"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz",
+                                        timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+    def metrics(self) -> dict[str, float]:
+        """Prometheus samples as {'name{labels}': value}."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                    timeout=5) as response:
+            text = response.read().decode()
+        samples = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                samples[key] = float(value)
+        return samples
+
+    def writes(self) -> float:
+        return sum(v for k, v in self.metrics().items()
+                   if k.startswith("modelserve_operator_api_writes_total"))
+
+    def writes_by(self) -> dict[str, float]:
+        return {re.sub(r"^modelserve_operator_api_writes_total", "", k): v
+                for k, v in self.metrics().items()
+                if k.startswith("modelserve_operator_api_writes_total")}
+
+    def queue_idle(self) -> bool:
+        return self.metrics().get("modelserve_operator_queue_depth", 1) == 0
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")
+                         for p in sorted(self.log_dir.glob("operator-*.log")))
+
+    def tracebacks(self) -> list[str]:
+        return [line for line in self.logs().splitlines() if "Traceback" in line]
