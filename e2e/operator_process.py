@@ -6,6 +6,7 @@ import os
 import pathlib
 import re
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -13,13 +14,20 @@ import urllib.request
 from e2e.kube import eventually
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 class OperatorProcess:
-    def __init__(self, kubeconfig: str, log_dir: pathlib.Path, metrics_port: int = 18080,
-                 health_port: int = 18081, extra_args: tuple[str, ...] = ()):
+    def __init__(self, kubeconfig: str, log_dir: pathlib.Path,
+                 extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None):
         self.kubeconfig = kubeconfig
         self.log_dir = log_dir
-        self.metrics_port = metrics_port
-        self.health_port = health_port
+        self.metrics_port = free_port()
+        self.health_port = free_port()
+        self.extra_env = env or {}
         self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -31,7 +39,7 @@ class OperatorProcess:
     def start(self) -> None:
         self.starts += 1
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "KUBECONFIG": self.kubeconfig}
+        env = {**os.environ, "KUBECONFIG": self.kubeconfig, **self.extra_env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "modelserve_operator.cli", "operator", "run",
              "--metrics-port", str(self.metrics_port), "--health-port", str(self.health_port),
