@@ -338,6 +338,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"modelserve-runtime: {exc}", file=sys.stderr)
         return 2
     _configure_logging(settings.log_level)
+    # The event loop thread holds the GIL almost all the time under load; with Python's
+    # default 5 ms switch interval each GIL hand-over to the inference thread (several
+    # per batch) can stall the device for up to 5 ms. Measured in hack/bench-runtime.
+    sys.setswitchinterval(float(os.environ.get("MODELSERVE_GIL_SWITCH_INTERVAL_S", "0.0002")))
     loop_kind = os.environ.get("MODELSERVE_EVENT_LOOP", "uvloop")
     if loop_kind == "uvloop":
         try:

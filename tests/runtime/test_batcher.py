@@ -157,7 +157,8 @@ def test_delay_timer_waits_for_company_only_while_busy() -> None:
         tasks = [asyncio.create_task(batcher.submit(rows(1), 1)) for _ in range(4)]
         backend.gate.set()
         await asyncio.gather(busy, *tasks)
-        assert backend.batches == [1, 1, 4]
+        # Two slots finish in either order; what matters is that the four formed one batch.
+        assert sorted(backend.batches) == [1, 1, 4]
         await batcher.close()
 
     run(scenario())
