@@ -1,0 +1,143 @@
+"""Process-level behaviour: auth + TLS + audit log, SIGTERM drain, startup failures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .conftest import Server, free_port, start_server, stop_server
+
+KEY = "k-3f9a1c7e5b"
+
+
+@pytest.fixture(scope="module")
+def secure_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not available to make a test certificate")
+    tmp = tmp_path_factory.mktemp("secure")
+    cert, key = tmp / "tls.crt", tmp / "tls.key"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    keys = tmp / "api-keys"
+    keys.write_text(f"# mounted from a Secret\nci-client:{KEY}\n")
+    srv = start_server(
+        tmp,
+        tiny_model,
+        "--api-keys-file",
+        str(keys),
+        "--tls-cert",
+        str(cert),
+        "--tls-key",
+        str(key),
+        tls=True,
+    )
+    yield srv
+    assert stop_server(srv) == 0
+
+
+def _infer(srv: Server, headers: dict[str, str]) -> int:
+    doc = {
+        "id": "audit-me",
+        "inputs": [
+            {"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1.25, 2.5, 3.75, 4.125]}
+        ],
+    }
+    return srv.request("POST", "/v2/models/tiny/infer", json.dumps(doc).encode(), headers).status
+
+
+def test_health_is_open_but_inference_needs_a_key(secure_server: Server) -> None:
+    assert secure_server.request("GET", "/v2/health/ready").status == 200
+    assert secure_server.request("GET", "/v2/health/live").status == 200
+    assert _infer(secure_server, {}) == 401
+    assert _infer(secure_server, {"Authorization": "Bearer wrong"}) == 401
+    assert secure_server.request("GET", "/v2/models/tiny").status == 401
+    assert _infer(secure_server, {"Authorization": f"Bearer {KEY}"}) == 200
+    assert _infer(secure_server, {"X-API-Key": KEY}) == 200
+
+
+def test_audit_log_names_caller_never_tensors(secure_server: Server) -> None:
+    assert _infer(secure_server, {"Authorization": f"Bearer {KEY}"}) == 200
+    assert _infer(secure_server, {}) == 401
+    stop_server(secure_server)  # flushes the audit log
+    lines = [json.loads(line) for line in secure_server.stdout_path.read_text().splitlines()]
+    ok = [r for r in lines if r["status"] == 200 and r["request_id"] == "audit-me"]
+    assert ok and ok[0]["key_id"] == "ci-client" and ok[0]["model"] == "tiny"
+    assert ok[0]["version"] == "1" and ok[0]["latency_ms"] >= 0
+    assert any(r["status"] == 401 and r["key_id"] is None for r in lines)
+    text = secure_server.stdout_path.read_text()
+    assert "1.25" not in text and "4.125" not in text and KEY not in text
+
+
+def test_sigterm_finishes_inflight_requests_and_exits_zero(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    srv = start_server(tmp_path, tiny_model)
+    results: list[int] = []
+
+    def hammer() -> None:
+        for _ in range(50):
+            try:
+                results.append(srv.infer_json(np.ones((1, 4), np.float32)).status)
+            except OSError:
+                results.append(-1)  # connection refused once the process is gone
+
+    workers = [threading.Thread(target=hammer) for _ in range(4)]
+    for w in workers:
+        w.start()
+    while not results:
+        pass
+    assert stop_server(srv) == 0
+    for w in workers:
+        w.join()
+    # Every answered request got 200 or a clean 503 during drain; none failed mid-flight.
+    assert set(results) <= {200, 503, -1}, set(results)
+    assert 200 in results
+    assert "drained" in srv.stderr_path.read_text()
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "modelserve_runtime.server", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+
+
+def test_bad_settings_exit_2_naming_the_flag() -> None:
+    done = _run("--model-name", "m", "--model-path", "/x.onnx", "--max-batch-size", "-1")
+    assert done.returncode == 2 and "--max-batch-size" in done.stderr
+
+
+def test_model_that_fails_to_load_exits_1(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"not a model")
+    done = _run("--model-name", "m", "--model-path", str(bad), "--port", str(free_port()))
+    assert done.returncode == 1 and "failed to load" in done.stderr
