@@ -41,16 +41,18 @@ def render_revision_service(md: Meta, revision: int, role: str,
     )
 
 
-def render_service(md: Meta, settings: RenderSettings) -> dict[str, Any]:
+def render_service(md: Meta, settings: RenderSettings, pool: str = "primary") -> dict[str, Any]:
     """The Service users call, named after the ModelDeployment.
 
     It selects every primary pod of the ModelDeployment (stable and canary alike, never
     the fallback), so for the `service` provider the traffic split is the replica ratio;
     the other providers route to the revision Services and this one stays a stable
     in-cluster name. Its selector never changes during a rollout, so nothing is written.
+    `pool="fallback"` points it at the warm fallback while no primary pod is ready.
     """
+    selector = {**labels.serving_selector(md.name), labels.POOL: pool}
     return _service(md, names.service_name(md.name), labels.common_labels(md.name),
-                    labels.serving_selector(md.name), settings)
+                    selector, settings)
 
 
 def endpoint_url(md_name: str, namespace: str, settings: RenderSettings) -> str:

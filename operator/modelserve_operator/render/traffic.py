@@ -1,0 +1,122 @@
+"""Traffic providers: how the user-facing route splits requests between revisions.
+
+A provider turns a `Split` into the routing objects it owns. Adding a provider means
+adding one class here and one entry in PROVIDERS; the rollout logic never changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from modelserve_operator.api import ModelDeploymentSpec
+from modelserve_operator.render import labels, names
+from modelserve_operator.render.service import render_service
+from modelserve_operator.render.settings import Meta, RenderSettings
+
+
+@dataclass(frozen=True)
+class Split:
+    """Where requests go: stable, an optional canary with a weight, or the fallback."""
+
+    stable_revision: int
+    canary_revision: int | None = None
+    canary_weight: int = 0
+    fallback: bool = False
+
+
+class Provider(Protocol):
+    name: ClassVar[str]
+    # True when the weight is exact (a proxy splits requests); False when it is only the
+    # replica ratio of the pods behind one Service.
+    exact_weights: ClassVar[bool]
+    # The kinds of routing objects it owns (the operator deletes stale ones).
+    kinds: ClassVar[tuple[str, ...]]
+
+    def render(self, md: Meta, spec: ModelDeploymentSpec, split: Split,
+               settings: RenderSettings) -> list[dict[str, Any]]: ...
+
+
+def _backends(md: Meta, split: Split) -> list[tuple[str, int]]:
+    """(revision Service name, weight) pairs, stable first."""
+    if split.fallback:
+        return [(names.deployment_name(md.name, 0, "fallback"), 100)]
+    stable = names.deployment_name(md.name, split.stable_revision, "stable")
+    if split.canary_revision is None:
+        return [(stable, 100)]
+    canary = names.deployment_name(md.name, split.canary_revision, "canary")
+    return [(stable, 100 - split.canary_weight), (canary, split.canary_weight)]
+
+
+def _meta(md: Meta) -> dict[str, Any]:
+    return {"name": names.service_name(md.name), "namespace": md.namespace,
+            "labels": labels.common_labels(md.name), "ownerReferences": [md.owner_reference()]}
+
+
+class ServiceProvider:
+    """One Service over every ready primary pod: the split is the replica ratio."""
+
+    name = "service"
+    exact_weights = False
+    kinds = ("Service",)
+
+    def render(self, md: Meta, spec: ModelDeploymentSpec, split: Split,
+               settings: RenderSettings) -> list[dict[str, Any]]:
+        return [render_service(md, settings, "fallback" if split.fallback else "primary")]
+
+
+class GatewayApiProvider:
+    """An HTTPRoute with weighted backendRefs, attached to the user's Gateway."""
+
+    name = "gateway-api"
+    exact_weights = True
+    kinds = ("Service", "HTTPRoute")
+
+    def render(self, md: Meta, spec: ModelDeploymentSpec, split: Split,
+               settings: RenderSettings) -> list[dict[str, Any]]:
+        ref = spec.traffic.gateway_ref
+        parent: dict[str, Any] = {"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                                  "name": ref.name if ref else "gateway"}
+        if ref and ref.namespace:
+            parent["namespace"] = ref.namespace
+        if ref and ref.section_name:
+            parent["sectionName"] = ref.section_name
+        route_spec: dict[str, Any] = {
+            "parentRefs": [parent],
+            "rules": [{"backendRefs": [
+                {"group": "", "kind": "Service", "name": name, "port": settings.port,
+                 "weight": weight}
+                for name, weight in _backends(md, split)]}],
+        }
+        if spec.traffic.hostnames:
+            route_spec["hostnames"] = list(spec.traffic.hostnames)
+        route = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                 "metadata": _meta(md), "spec": route_spec}
+        return [ServiceProvider().render(md, spec, split, settings)[0], route]
+
+
+class IstioProvider:
+    """A VirtualService with weighted routes to the revision Services."""
+
+    name = "istio"
+    exact_weights = True
+    kinds = ("Service", "VirtualService")
+
+    def render(self, md: Meta, spec: ModelDeploymentSpec, split: Split,
+               settings: RenderSettings) -> list[dict[str, Any]]:
+        domain = f"{md.namespace}.svc.{settings.cluster_domain}"
+        hosts = [f"{names.service_name(md.name)}.{domain}", *(spec.traffic.hostnames or [])]
+        route = [{"destination": {"host": f"{name}.{domain}", "port": {"number": settings.port}},
+                  "weight": weight} for name, weight in _backends(md, split)]
+        service = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                   "metadata": _meta(md), "spec": {"hosts": hosts, "http": [{"route": route}]}}
+        return [ServiceProvider().render(md, spec, split, settings)[0], service]
+
+
+PROVIDERS: dict[str, Provider] = {
+    p.name: p for p in (ServiceProvider(), GatewayApiProvider(), IstioProvider())
+}
+
+
+def provider_for(spec: ModelDeploymentSpec) -> Provider:
+    return PROVIDERS[spec.traffic.provider]
