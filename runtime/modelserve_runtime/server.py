@@ -7,6 +7,7 @@ single aiohttp process on uvloop keeps the GPU fed, and it is already a core dep
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import json
 import logging
 import os
@@ -273,7 +274,10 @@ async def serve(settings: Settings) -> int:
         server.app(),
         access_log=None,
         handle_signals=False,
-        shutdown_timeout=settings.drain_timeout_s,
+        # In-flight inferences are drained by serve() itself (bounded by
+        # --drain-timeout-s); what aiohttp still waits for at cleanup is idle keep-alive
+        # connections, which need no more than a moment.
+        shutdown_timeout=2.0,
     )
     await runner.setup()
     site = web.TCPSite(
@@ -313,6 +317,10 @@ async def serve(settings: Settings) -> int:
     deadline = time.monotonic() + settings.drain_timeout_s
     while server.inflight and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
+    if server.inflight:
+        log.warning("drain timed out with %d request(s) still in flight", server.inflight)
+        for task in asyncio.all_tasks():
+            task.print_stack(file=sys.stderr)
     if server.model.batcher is not None:
         await server.model.batcher.close()
     await runner.cleanup()
@@ -338,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"modelserve-runtime: {exc}", file=sys.stderr)
         return 2
     _configure_logging(settings.log_level)
+    # `kill -USR1 <pid>` dumps every thread's stack to stderr: a hung pod explains itself.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     # The event loop thread holds the GIL almost all the time under load; with Python's
     # default 5 ms switch interval each GIL hand-over to the inference thread (several
     # per batch) can stall the device for up to 5 ms. Measured in hack/bench-runtime.
