@@ -52,6 +52,8 @@ class Settings:
     outputs: str | None = None
     # Batches run at once (each with its own stream/buffers on GPU); 0: backend default.
     instances: int = 0
+    # Server processes sharing the port (see supervisor.py); 1: this process serves.
+    workers: int = 1
 
 
 # flag name, env var, type, Settings field
@@ -78,6 +80,7 @@ _OPTIONS: list[tuple[str, str, type, str]] = [
     ("--inputs", "MODELSERVE_INPUTS", str, "inputs"),
     ("--outputs", "MODELSERVE_OUTPUTS", str, "outputs"),
     ("--instances", "MODELSERVE_INSTANCES", int, "instances"),
+    ("--workers", "MODELSERVE_WORKERS", int, "workers"),
 ]
 
 
@@ -147,6 +150,7 @@ def validate(s: Settings) -> None:
         ),
         (s.max_queue_size >= 1, f"--max-queue-size must be >= 1, got {s.max_queue_size}"),
         (0 < s.port < 65536, f"--port must be in 1..65535, got {s.port}"),
+        (1 <= s.workers <= 64, f"--workers must be in 1..64, got {s.workers}"),
         (s.max_body_bytes >= 1024, f"--max-body-bytes must be >= 1024, got {s.max_body_bytes}"),
         (
             (s.tls_cert is None) == (s.tls_key is None),

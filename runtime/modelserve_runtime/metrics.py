@@ -4,6 +4,7 @@ analysis and the dashboards: change them only together with those."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -69,6 +70,7 @@ class Metrics:
             "Requests waiting in the batch queue.",
             ["model"],
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.inference_duration = Histogram(
             "modelserve_inference_duration_seconds",
@@ -82,10 +84,25 @@ class Metrics:
             "Inference requests being served.",
             ["model"],
             registry=r,
+            multiprocess_mode="livesum",
         )
-        gpu = NvmlCollector.create()
-        if gpu is not None:
-            r.register(gpu)
+        self.gpu = NvmlCollector.create()
+        # With --workers, every worker writes its samples to PROMETHEUS_MULTIPROC_DIR and
+        # a scrape aggregates them all; GPU gauges are read live, once, by whoever answers.
+        self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if self.gpu is not None and not self.multiprocess_dir:
+            r.register(self.gpu)
+
+    def scrape_registry(self) -> CollectorRegistry:
+        if not self.multiprocess_dir:
+            return self.registry
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
+        if self.gpu is not None:
+            registry.register(self.gpu)
+        return registry
 
 
 class NvmlCollector(Collector):

@@ -161,7 +161,7 @@ class RuntimeServer:
         )
 
     async def prometheus(self, request: web.Request) -> web.Response:
-        body = generate_latest(self.metrics.registry)
+        body = generate_latest(self.metrics.scrape_registry())
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def _lookup(self, request: web.Request) -> Model:
@@ -281,7 +281,12 @@ async def serve(settings: Settings) -> int:
     )
     await runner.setup()
     site = web.TCPSite(
-        runner, settings.host, settings.port, ssl_context=_ssl_context(settings), backlog=4096
+        runner,
+        settings.host,
+        settings.port,
+        ssl_context=_ssl_context(settings),
+        backlog=4096,
+        reuse_port=os.environ.get("MODELSERVE_REUSE_PORT") == "1" or None,
     )
     await site.start()
     log.info(
@@ -346,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"modelserve-runtime: {exc}", file=sys.stderr)
         return 2
     _configure_logging(settings.log_level)
+    if settings.workers > 1:
+        from .supervisor import supervise
+
+        return supervise(list(sys.argv[1:] if argv is None else argv), settings.workers)
     # `kill -USR1 <pid>` dumps every thread's stack to stderr: a hung pod explains itself.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     # The event loop thread holds the GIL almost all the time under load; with Python's

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -141,3 +142,20 @@ def test_model_that_fails_to_load_exits_1(tmp_path: Path) -> None:
     bad.write_bytes(b"not a model")
     done = _run("--model-name", "m", "--model-path", str(bad), "--port", str(free_port()))
     assert done.returncode == 1 and "failed to load" in done.stderr
+
+
+def test_workers_share_the_port_and_aggregate_metrics(tiny_model: Path, tmp_path: Path) -> None:
+    srv = start_server(tmp_path, tiny_model, "--workers", "2")
+    try:
+        # Readiness answers from whichever worker the kernel picks: wait for both.
+        while srv.stderr_path.read_text().count("ready: model") < 2:
+            assert srv.proc.poll() is None, srv.stderr_path.read_text()
+            time.sleep(0.05)
+        for _ in range(10):
+            assert srv.infer_json(np.ones((1, 4), np.float32)).status == 200
+        # A scrape answered by either worker sums both workers' counters.
+        text = srv.request("GET", "/metrics").body.decode()
+        assert 'modelserve_requests_total{model="tiny",status="200",version="1"} 10.0' in text
+    finally:
+        assert stop_server(srv) == 0
+    assert srv.stderr_path.read_text().count("drained; exiting") == 2
