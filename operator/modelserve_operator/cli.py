@@ -18,6 +18,8 @@ def _operator_run(args: argparse.Namespace) -> int:
     runtime.STATE.config = runtime.Config(
         workers=args.workers, resync_seconds=args.resync_seconds,
         render=RenderSettings(runtime_image=args.runtime_image),
+        prometheus_url=args.prometheus_url,
+        namespaces=[n for ns in args.namespace for n in ns.split(",") if n],
     )
     prometheus_client.start_http_server(args.metrics_port, addr=args.bind)
     namespaces = [n for ns in args.namespace for n in ns.split(",") if n]
@@ -55,6 +57,8 @@ def parser() -> argparse.ArgumentParser:
                      help="re-check every ModelDeployment this often, events or not")
     run.add_argument("--runtime-image", default="ghcr.io/modelserve/runtime:0.1.0",
                      help="runtime image for versions that name none")
+    run.add_argument("--prometheus-url", default=None,
+                     help="Prometheus for canary analysis queries without an address")
     run.add_argument("--log-level", default="INFO")
     run.add_argument("--plain-logs", action="store_true", help="text logs instead of JSON")
     run.set_defaults(handler=_operator_run)

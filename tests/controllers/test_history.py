@@ -40,4 +40,4 @@ def test_record_keeps_at_most_the_limit():
     h = []
     for rev in range(1, 15):
         h = record(h, rev, f"v{rev}", f"t{rev:02d}", rolled_out=True, retired=[rev - 1], keep=10)
-    assert len(h) == 11 and h[0]["revision"] == 14 and h[-1]["revision"] == 4
+    assert len(h) == 10 and h[0]["revision"] == 14 and h[-1]["revision"] == 5

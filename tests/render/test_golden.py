@@ -10,6 +10,8 @@ import pathlib
 
 import pytest
 import yaml
+from render_cases import CASES, Case
+
 from modelserve_operator.render import (
     Meta,
     RenderSettings,
@@ -17,7 +19,6 @@ from modelserve_operator.render import (
     render_revision_service,
     render_service,
 )
-from render_cases import CASES, Case
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
 MD = Meta(name="resnet50", namespace="ml", uid="6f1c3a52-1d1e-4a43-9b0e-3d1f0a9e2c11")

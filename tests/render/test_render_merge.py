@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from modelserve_operator.render import merge
 
 GPU_TOL = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+
 from modelserve_operator.render import RenderSettings, endpoint_url
 from modelserve_operator.render.names import (
     deployment_name,

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from render_cases import version
+
 from modelserve_operator.api import ModelDeploymentSpec, ModelVersionSpec
 from modelserve_operator.render import validate, validate_overrides
-from render_cases import version
 
 
 def _v(**overrides: Any) -> ModelVersionSpec:

@@ -278,6 +278,32 @@ class HistoryEntry(ApiModel):
     )
 
 
+class RolloutControl(ApiModel):
+    """Requests from `modelserve promote|abort`, written to status so spec never drifts."""
+
+    promote: bool | None = Field(None, description="Finish the current pause step.")
+    promote_full: bool | None = Field(None, description="Skip all remaining steps.")
+    abort: bool | None = Field(None, description="Send all traffic back to stable.")
+
+
+class Measurement(ApiModel):
+    """One analysis measurement."""
+
+    metric: str = Field(description="Analysis metric name.")
+    value: float | None = Field(None, description="Measured value; empty when no data.")
+    passed: bool = Field(description="Whether it was within bounds.")
+    at: float = Field(description="When it was taken (Unix seconds).")
+
+
+class AnalysisStatus(ApiModel):
+    """Measurements of the running analysis step."""
+
+    revision: int = Field(description="Canary revision analysed.")
+    step: int = Field(description="Index of the analysis step.")
+    measurements: list[Measurement] | None = Field(None, description="Taken so far.")
+    message: str | None = Field(None, description="Summary of the verdict so far.")
+
+
 class ModelDeploymentStatus(ApiModel):
     """What is serving, how ready it is, and how the rollout is going."""
 
@@ -298,3 +324,17 @@ class ModelDeploymentStatus(ApiModel):
     endpoint: str | None = Field(None, description="In-cluster URL of the inference API.")
     history: list[HistoryEntry] | None = Field(None, description="Revisions, newest first.")
     template_hash: str | None = Field(None, description="Hash of spec.template last seen.")
+    step_started_at: float | None = Field(
+        None, description="When the current canary step began (Unix seconds).")
+    aborted_revision: int | None = Field(
+        None, description="Revision rolled back; it is not retried until the spec changes.")
+    previous_revision: int | None = Field(
+        None, description="Previous stable, kept scaled up for a fast rollback.")
+    previous_retire_at: float | None = Field(
+        None, description="When the previous stable is scaled away (Unix seconds).")
+    fallback_active: bool | None = Field(
+        None, description="True while the fallback version takes the traffic.")
+    traffic_note: str | None = Field(None, description="How the weight is realised.")
+    control: RolloutControl | None = Field(
+        None, description="Pending promote/abort requests (written by the CLI).")
+    analysis: AnalysisStatus | None = Field(None, description="Running analysis.")

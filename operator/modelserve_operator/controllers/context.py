@@ -35,6 +35,7 @@ class Context:
     kube: Kube
     queue: WorkQueue
     settings: RenderSettings
+    prometheus_url: str | None = None
     instance: str = field(default_factory=lambda: os.environ.get("HOSTNAME", "local"))
 
     async def ensure(self, kind: str, obj: dict[str, Any]) -> bool:

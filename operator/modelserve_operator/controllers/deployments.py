@@ -1,8 +1,9 @@
-"""Reconcile one ModelDeployment: resolve its version, apply its objects, report status.
+"""Reconcile one ModelDeployment: resolve its version, plan the rollout, apply, report.
 
 Level-based: every call recomputes the whole desired state from the store, whatever
 event woke it, so a missed or repeated event changes nothing. Writes happen only where
-the live object differs from the desired one.
+the live object differs from the desired one. Traffic always moves before capacity is
+taken away: route to stable first, then scale or delete what no longer serves.
 """
 
 from __future__ import annotations
@@ -16,30 +17,25 @@ from pydantic import ValidationError
 
 from modelserve_operator import API_VERSION
 from modelserve_operator.api import ModelDeploymentSpec, ModelVersionSpec
-from modelserve_operator.controllers import history, metrics
+from modelserve_operator.controllers import history, metrics, rollout_analysis
 from modelserve_operator.controllers.conditions import Problem, pod_problem
-from modelserve_operator.controllers.context import TEMPLATE_HASH, Context, content_hash, utcnow
-from modelserve_operator.controllers.status import Observed, compute, rolled_out
+from modelserve_operator.controllers.context import Context, utcnow
+from modelserve_operator.controllers.plan import Inputs, Plan, plan
+from modelserve_operator.controllers.resolve import pydantic_message, target_version, version_spec
+from modelserve_operator.controllers.status import Observed, compute
 from modelserve_operator.render import (
     Meta,
     endpoint_url,
     render_deployment,
     render_revision_service,
-    render_service,
     serving_selector,
-    validate,
 )
-from modelserve_operator.render.labels import POOL, REVISION, common_labels
-from modelserve_operator.render.names import deployment_name, dns_label
+from modelserve_operator.render.labels import MODEL_VERSION_ANNOTATION, POOL, REVISION
+from modelserve_operator.render.names import deployment_name
+from modelserve_operator.render.traffic import Split, provider_for
 
 MD = "ModelDeployment"
 log = logging.getLogger("modelserve.operator")
-
-
-def _pydantic_message(error: ValidationError, prefix: str) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    return f"{prefix}.{where}: {first['msg']}"
 
 
 def gpu_resource(version: ModelVersionSpec) -> str | None:
@@ -49,63 +45,46 @@ def gpu_resource(version: ModelVersionSpec) -> str | None:
     return "nvidia.com/gpu" if gpu.count else None
 
 
-def _age_seconds(obj: dict[str, Any]) -> float:
-    created = obj["metadata"].get("creationTimestamp")
-    if not created:
-        return 0.0
-    then = datetime.datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(
-        tzinfo=datetime.UTC)
-    return time.time() - then.timestamp()
+def _unix(timestamp: str | None) -> float | None:
+    if not timestamp:
+        return None
+    return datetime.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=datetime.UTC).timestamp()
 
 
-async def _snapshot_template(ctx: Context, md: dict[str, Any], meta: Meta,
-                             template: ModelVersionSpec, revision_hint: int) -> str:
-    """The owned ModelVersion holding `spec.template`, created on first sight."""
-    digest = content_hash(template.wire())
-    for mv in ctx.store.owned("ModelVersion", meta.namespace, meta.name):
-        if mv["metadata"].get("annotations", {}).get(TEMPLATE_HASH) == digest:
-            return mv["metadata"]["name"]
-    name = dns_label(meta.name, f"-v{revision_hint}")
-    await ctx.ensure("ModelVersion", {
-        "apiVersion": API_VERSION, "kind": "ModelVersion",
-        "metadata": {
-            "name": name, "namespace": meta.namespace,
-            "labels": {**common_labels(meta.name), REVISION: str(revision_hint)},
-            "annotations": {TEMPLATE_HASH: digest},
-            "ownerReferences": [meta.owner_reference()],
-        },
-        "spec": template.wire(),
-    })
-    await ctx.event(md, "RevisionSnapshotted",
-                    f"spec.template saved as ModelVersion {name} (revision {revision_hint})")
-    return name
+def _revision(obj: dict[str, Any]) -> int:
+    return int(obj["metadata"].get("labels", {}).get(REVISION, "0") or 0)
 
 
-async def _resolve(ctx: Context, md: dict[str, Any], meta: Meta, spec: ModelDeploymentSpec,
-                   deployments: list[dict[str, Any]], past: list[dict[str, Any]],
-                   ) -> tuple[str | None, ModelVersionSpec | None, Problem | None]:
-    """(ModelVersion name, its spec, problem) for what the spec says should serve."""
-    owned_mvs = ctx.store.owned("ModelVersion", meta.namespace, meta.name)
-    if spec.template is not None:
-        hint = history.next_revision(deployments, past, owned_mvs)
-        name = await _snapshot_template(ctx, md, meta, spec.template, hint)
-        return name, spec.template, None
-    name = spec.model_version or ""
-    mv = ctx.store.get("ModelVersion", meta.namespace, name)
-    if mv is None:  # maybe just not listed yet (operator start): confirm with one read
-        found = await ctx.kube.get(API_VERSION, "ModelVersion", meta.namespace, name)
-        mv = ctx.store.upsert("ModelVersion", found) if found else None
-    if mv is None:
-        return name, None, Problem(
-            "ModelVersionNotFound",
-            f"spec.modelVersion: ModelVersion {name!r} does not exist in namespace "
-            f"{meta.namespace}; create it or fix the name. The current revision keeps "
-            f"serving.")
-    try:
-        return name, ModelVersionSpec.model_validate(mv["spec"]), None
-    except ValidationError as error:
-        return name, None, Problem("InvalidModelVersion",
-                                   _pydantic_message(error, f"ModelVersion {name} spec"))
+def _stale(deployment: dict[str, Any]) -> bool:
+    observed = deployment.get("status", {}).get("observedGeneration", 0)
+    return observed < deployment["metadata"].get("generation", 0)
+
+
+class Observation:
+    """The primary Deployments and pods of one ModelDeployment, by revision."""
+
+    def __init__(self, ctx: Context, namespace: str, name: str):
+        self.deployments = {
+            _revision(d): d for d in ctx.store.owned("Deployment", namespace, name)
+            if d["metadata"].get("labels", {}).get(POOL) == "primary"}
+        self.pods: dict[int, list[dict[str, Any]]] = {}
+        for pod in ctx.store.owned("Pod", namespace, name):
+            if pod["metadata"].get("labels", {}).get(POOL) == "primary":
+                self.pods.setdefault(_revision(pod), []).append(pod)
+        fallback = ctx.store.get("Deployment", namespace, deployment_name(name, 0, "fallback"))
+        self.fallback_ready = (fallback or {}).get("status", {}).get("readyReplicas", 0)
+
+    def ready(self, revision: int | None) -> int:
+        dep = self.deployments.get(revision or -1)
+        return (dep or {}).get("status", {}).get("readyReplicas", 0) or 0
+
+    def restarts(self, revision: int) -> int:
+        return sum(c.get("restartCount", 0) for p in self.pods.get(revision, [])
+                   for c in p.get("status", {}).get("containerStatuses", []))
+
+    def stale(self) -> bool:
+        return any(_stale(d) for d in self.deployments.values())
 
 
 async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
@@ -116,102 +95,194 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
         return None  # children go with it through ownerReferences: nothing to do
     meta = Meta.of(md)
     generation = md["metadata"].get("generation", 1)
-    previous = md.get("status", {})
-    past = previous.get("history") or []
-    deployments = [d for d in ctx.store.owned("Deployment", namespace, name)
-                   if d["metadata"].get("labels", {}).get(POOL) == "primary"]
+    status = md.get("status", {})
+    past = status.get("history") or []
+    seen = Observation(ctx, namespace, name)
+    if seen.stale():
+        # A Deployment controller has not caught up with our last change (even an
+        # annotation bumps a Deployment's generation); its next status update brings
+        # us back here with numbers worth reporting.
+        return None
 
     try:
         spec = ModelDeploymentSpec.model_validate(md["spec"])
     except ValidationError as error:
-        problem = Problem("InvalidSpec", _pydantic_message(error, "spec"))
-        return await _report(ctx, md, Observed(generation, previous, utcnow(), 0,
-                                               input_problem=problem))
+        problem = Problem("InvalidSpec", pydantic_message(error, "spec"))
+        await _report(ctx, md, Observed(generation, status, utcnow(), 0, input_problem=problem,
+                                        revision=status.get("revision"),
+                                        model_version=status.get("modelVersion"),
+                                        history=past))
+        return None
 
-    mv_name, version, problem = await _resolve(ctx, md, meta, spec, deployments, past)
-    if version is not None and problem is None:
-        issues = validate(version)
-        if issues:
-            problem = Problem("InvalidModelVersion",
-                              f"ModelVersion {mv_name}: " + "; ".join(issues))
+    mv_name, version, problem = await target_version(
+        ctx, md, meta, spec, list(seen.deployments.values()), past)
     if problem is not None or version is None or mv_name is None:
         # Leave every running revision exactly as it is: bad input never stops serving.
-        serving = sum(d.get("status", {}).get("readyReplicas", 0) for d in deployments)
-        return await _report(ctx, md, Observed(
-            generation, previous, utcnow(), spec.replicas, older_serving=serving,
-            input_problem=problem, revision=previous.get("revision"),
-            model_version=previous.get("modelVersion"), history=past,
-            endpoint=endpoint_url(name, namespace, ctx.settings),
-            selector=_selector(name)))
+        await _report(ctx, md, Observed(
+            generation, status, utcnow(), spec.replicas,
+            older_serving=sum(seen.ready(r) for r in seen.deployments),
+            input_problem=problem, revision=status.get("revision"),
+            model_version=status.get("modelVersion"), history=past,
+            deployment=seen.deployments.get(status.get("revision") or -1),
+            endpoint=endpoint_url(name, namespace, ctx.settings), selector=_selector(name)))
+        return None
 
     owned_mvs = ctx.store.owned("ModelVersion", namespace, name)
-    revision = history.revision_for(mv_name, deployments, past, owned_mvs)
-    target_name = deployment_name(name, revision, "stable")
-    older = [d for d in deployments if d["metadata"]["name"] != target_name]
-    autoscaled = spec.autoscaling is not None
+    target = history.revision_for(mv_name, list(seen.deployments.values()), past, owned_mvs)
+    now = time.time()
+    total = _total_replicas(spec, seen, status)
+    verdict, analysis_status = await rollout_analysis.run(ctx, md, spec, status, target, now)
+    decided = plan(Inputs(
+        spec=spec, status=status, target=target, target_version=mv_name, total=total,
+        ready={r: seen.ready(r) for r in seen.deployments},
+        restarts={r: seen.restarts(r) for r in seen.deployments},
+        created={r: _unix(d["metadata"].get("creationTimestamp")) or now
+                 for r, d in seen.deployments.items()},
+        version_of={r: d["metadata"].get("annotations", {}).get(MODEL_VERSION_ANNOTATION, "")
+                    for r, d in seen.deployments.items()},
+        now=now, analysis=verdict.passed if verdict else None,
+        analysis_message=verdict.message if verdict else ""))
 
-    if spec.rollout.strategy == "Recreate" and older:
-        for dep in older:  # Recreate: the old revision stops before the new one starts
-            await _retire(ctx, namespace, dep)
-        older = []
+    await _apply(ctx, md, meta, spec, decided, mv_name, version, seen, now)
+    seen = Observation(ctx, namespace, name)  # our applies updated the store
+    stable_dep = seen.deployments.get(decided.stable)
+    fallback_active = _fallback_active(spec, seen, decided)
 
-    existed = ctx.store.get("Deployment", namespace, target_name) is not None
-    await ctx.ensure("Deployment", render_deployment(
-        meta, spec, mv_name, version, revision, "stable",
-        None if autoscaled else spec.replicas, ctx.settings))
-    await ctx.ensure("Service", render_revision_service(meta, revision, "stable", ctx.settings))
-    await ctx.ensure("Service", render_service(meta, ctx.settings))
-    if not existed:
-        await ctx.event(md, "RevisionCreated",
-                        f"rolling out revision {revision} (ModelVersion {mv_name})")
-
-    target = ctx.store.get("Deployment", namespace, target_name)
-    if target is not None and _stale(target):
-        # The Deployment controller has not looked at the latest change yet (even an
-        # annotation bumps a Deployment's generation); its status would say "rolling
-        # out" for a moment. Its next status update brings us back here.
-        return None
-    desired = spec.replicas
-    if autoscaled and target is not None:
-        desired = target.get("spec", {}).get("replicas") or spec.autoscaling.min_replicas
-    done = rolled_out(target, desired)
-
-    retired: list[int] = []
-    if done and older:
-        for dep in older:
-            retired.append(int(dep["metadata"]["labels"].get(REVISION, "0")))
-            await _retire(ctx, namespace, dep)
-        older = []
-        await ctx.event(md, "RolledOut",
-                        f"revision {revision} ({mv_name}) serves all traffic; retired "
-                        f"revision(s) {', '.join(map(str, sorted(retired)))}")
-    await _delete_orphan_services(ctx, namespace, name, {target_name, name}, older)
-
-    pods = [p for p in ctx.store.owned("Pod", namespace, name)
-            if p["metadata"].get("labels", {}).get(REVISION) == str(revision)]
-    deadline = spec.rollout.progress_deadline_seconds
-    age = _age_seconds(target) if target else 0.0
-    exceeded = not done and age > deadline
-    now = utcnow()
+    for reason, message, warning in decided.events:
+        await ctx.event(md, reason, message, warning)
+    retired = [r for r in (int(e["revision"]) for e in past if not e.get("stoppedAt"))
+               if r not in (decided.stable, decided.canary, decided.previous)]
+    done = (decided.canary is None and stable_dep is not None
+            and seen.ready(decided.stable) >= decided.stable_replicas)
+    pods = seen.pods.get(decided.canary or decided.stable, [])
+    started = _unix((seen.deployments.get(decided.canary or decided.stable) or {}).get(
+        "metadata", {}).get("creationTimestamp"))
+    exceeded = (not done and decided.canary is None and started is not None
+                and now - started > spec.rollout.progress_deadline_seconds)
     observed = Observed(
-        generation, previous, now, desired, revision=revision, model_version=mv_name,
-        deployment=target,
-        older_serving=sum(d.get("status", {}).get("readyReplicas", 0) for d in older),
+        generation, status, utcnow(), decided.stable_replicas, revision=decided.stable,
+        model_version=decided.stable_version, deployment=stable_dep,
+        older_serving=sum(seen.ready(r) for r in seen.deployments if r != decided.stable),
         pod_problem=None if done else pod_problem(pods, gpu_resource(version)),
+        rollout_problem=decided.problem, progressing=decided.progressing,
         deadline_exceeded=exceeded,
         endpoint=endpoint_url(name, namespace, ctx.settings), selector=_selector(name),
-        history=history.record(past, revision, mv_name, now, done, retired,
-                               spec.revision_history_limit),
+        history=history.record(past, decided.stable, decided.stable_version, utcnow(),
+                               done or decided.canary is not None, retired,
+                               spec.revision_history_limit,
+                               aborted=(decided.aborted, decided.canary_version or "")
+                               if decided.aborted else None),
+        extra=_rollout_fields(spec, decided, analysis_status, fallback_active),
     )
     await _report(ctx, md, observed)
-    if done:
-        return None
-    return max(1.0, deadline - age + 1) if not exceeded else 30.0
+    if decided.previous_retire_at:
+        return max(0.5, min(decided.requeue or 1e9, decided.previous_retire_at - now + 0.1))
+    if decided.requeue:
+        return decided.requeue
+    if not done and not exceeded and started is not None:
+        return max(1.0, started + spec.rollout.progress_deadline_seconds - now + 1)
+    return None
 
 
-def _stale(deployment: dict[str, Any]) -> bool:
-    observed = deployment.get("status", {}).get("observedGeneration", 0)
-    return observed < deployment["metadata"].get("generation", 0)
+def _total_replicas(spec: ModelDeploymentSpec, seen: Observation, status: dict) -> int:
+    if spec.autoscaling is None:
+        return spec.replicas
+    stable = seen.deployments.get(status.get("revision") or -1)
+    current = (stable or {}).get("spec", {}).get("replicas")
+    return current or spec.autoscaling.min_replicas
+
+
+def _fallback_active(spec: ModelDeploymentSpec, seen: Observation, p: Plan) -> bool:
+    if spec.fallback is None or not seen.fallback_ready:
+        return False
+    return seen.ready(p.stable) == 0 and seen.ready(p.canary) == 0
+
+
+def _rollout_fields(spec: ModelDeploymentSpec, p: Plan, analysis: dict[str, Any] | None,
+                    fallback_active: bool) -> dict[str, Any]:
+    provider = provider_for(spec)
+    fields: dict[str, Any] = {
+        "canaryRevision": p.canary, "canaryModelVersion": p.canary_version,
+        "canaryWeight": p.weight if p.canary is not None else None,
+        "currentStep": p.state.step if p.state else None,
+        "stepStartedAt": p.state.step_started if p.state else None,
+        "abortedRevision": p.aborted, "previousRevision": p.previous,
+        "previousRetireAt": p.previous_retire_at, "analysis": analysis,
+        "fallbackActive": fallback_active or None,
+        "trafficNote": None if provider.exact_weights or p.canary is None else (
+            f"provider service: the {p.weight}% weight is approximated by the replica ratio "
+            f"({p.canary_replicas} canary / {p.stable_replicas} stable pods)"),
+    }
+    if p.consumed_control:
+        fields["control"] = None
+    return fields
+
+
+async def _apply(ctx: Context, md: dict[str, Any], meta: Meta, spec: ModelDeploymentSpec,
+                 p: Plan, target_mv: str, target_version: ModelVersionSpec,
+                 seen: Observation, now: float) -> None:
+    namespace, name = meta.namespace, meta.name
+    autoscaled = spec.autoscaling is not None
+    if p.recreate:
+        for revision, dep in seen.deployments.items():
+            if revision != p.stable:
+                await _retire(ctx, namespace, dep)
+
+    async def ensure_revision(revision: int, version_name: str, role: str,
+                              replicas: int | None) -> None:
+        version = (target_version if version_name == target_mv
+                   else await version_spec(ctx, namespace, version_name))
+        if version is None:  # its ModelVersion is gone: leave the Deployment as it is
+            return
+        existed = revision in seen.deployments
+        await ctx.ensure("Deployment", render_deployment(
+            meta, spec, version_name, version, revision, role, replicas, ctx.settings))
+        await ctx.ensure("Service", render_revision_service(meta, revision, role, ctx.settings))
+        if not existed:
+            await ctx.event(md, "RevisionCreated", f"created the Deployment of revision "
+                            f"{revision} (ModelVersion {version_name}) as {role}")
+
+    # The HPA owns the stable's replicas; during a canary the operator sizes the canary.
+    stable_replicas = None if autoscaled else p.stable_replicas
+    await ensure_revision(p.stable, p.stable_version, "stable", stable_replicas)
+    if p.canary is not None and p.canary_version:
+        await ensure_revision(p.canary, p.canary_version, "canary", p.canary_replicas)
+
+    if spec.fallback is not None:
+        fallback = await version_spec(ctx, namespace, spec.fallback.model_version)
+        if fallback is not None:
+            await ctx.ensure("Deployment", render_deployment(
+                meta, spec, spec.fallback.model_version, fallback, 0, "fallback",
+                spec.fallback.replicas, ctx.settings))
+            await ctx.ensure("Service", render_revision_service(meta, 0, "fallback",
+                                                                ctx.settings))
+    else:
+        fallback_name = deployment_name(name, 0, "fallback")
+        if ctx.store.get("Deployment", namespace, fallback_name):
+            await ctx.delete("apps/v1", "Deployment", namespace, fallback_name)
+            await ctx.delete("v1", "Service", namespace, fallback_name)
+
+    # Traffic moves before capacity is removed.
+    refreshed = Observation(ctx, namespace, name)
+    split = Split(p.stable, p.canary if p.canary_replicas else None, p.weight,
+                  fallback=_fallback_active(spec, refreshed, p))
+    for obj in provider_for(spec).render(meta, spec, split, ctx.settings):
+        await ctx.ensure(obj["kind"], obj)
+
+    stable_ready = refreshed.ready(p.stable) >= (p.stable_replicas if not autoscaled else 1)
+    for revision, dep in refreshed.deployments.items():
+        if revision in (p.stable, p.canary):
+            continue
+        keep_previous = revision == p.previous and (p.previous_retire_at or 0) > now
+        if keep_previous:
+            continue
+        if stable_ready or p.recreate:  # never take away the only serving pods
+            await _retire(ctx, namespace, dep)
+            await ctx.event(md, "RevisionRetired",
+                            f"revision {revision} scaled away; it can be rolled back to "
+                            f"while its ModelVersion is retained")
+    await _delete_orphan_services(ctx, namespace, name)
+    await _collect_versions(ctx, md, spec, p)
 
 
 def _selector(name: str) -> str:
@@ -225,30 +296,47 @@ async def _retire(ctx: Context, namespace: str, deployment: dict[str, Any]) -> N
         await ctx.delete("v1", "Service", namespace, dep_name)
 
 
-async def _delete_orphan_services(ctx: Context, namespace: str, md_name: str, keep: set[str],
-                                  older: list[dict[str, Any]]) -> None:
-    keep = keep | {d["metadata"]["name"] for d in older}
+async def _delete_orphan_services(ctx: Context, namespace: str, md_name: str) -> None:
     for svc in ctx.store.owned("Service", namespace, md_name):
         svc_name = svc["metadata"]["name"]
-        if svc_name not in keep and not ctx.store.get("Deployment", namespace, svc_name):
+        if REVISION in svc["metadata"].get("labels", {}) and not ctx.store.get(
+                "Deployment", namespace, svc_name):
             await ctx.delete("v1", "Service", namespace, svc_name)
 
 
-async def _report(ctx: Context, md: dict[str, Any], observed: Observed) -> float | None:
+async def _collect_versions(ctx: Context, md: dict[str, Any], spec: ModelDeploymentSpec,
+                            p: Plan) -> None:
+    """Delete owned (template) ModelVersions beyond revisionHistoryLimit.
+
+    Never one that serves or may serve again soon, and never one a user created: only
+    versions carrying our deployment label and ownerReference are candidates.
+    """
+    meta = md["metadata"]
+    owned = ctx.store.owned("ModelVersion", meta["namespace"], meta["name"])
+    keep = {p.stable, p.canary, p.previous}
+    newest = sorted((_revision(mv) for mv in owned), reverse=True)
+    keep.update(newest[: max(spec.revision_history_limit, 1)])
+    for mv in owned:
+        if _revision(mv) not in keep and mv["metadata"].get("ownerReferences"):
+            await ctx.delete(API_VERSION, "ModelVersion", meta["namespace"],
+                             mv["metadata"]["name"])
+
+
+async def _report(ctx: Context, md: dict[str, Any], observed: Observed) -> None:
     """Write status if it changed; post Events for transitions a user should see."""
     meta = md["metadata"]
     status = compute(observed)
     previous = observed.previous
     metrics.set_phase(meta["namespace"], meta["name"], status["phase"])
-    if not _status_changed(previous, status):
-        return None
+    if not any(previous.get(key) != value for key, value in status.items()):
+        return
     log.debug("%s/%s status changes: %s", meta["namespace"], meta["name"],
               {k: v for k, v in status.items() if previous.get(k) != v})
     await ctx.kube.patch_status(API_VERSION, MD, meta["namespace"], meta["name"], status)
-    md["status"] = {**previous, **status}  # what the watch will bring back shortly
-    old_reason = _condition(previous, "Degraded")
-    new_reason = _condition(status, "Degraded")
-    if new_reason and new_reason != old_reason:
+    md["status"] = {k: v for k, v in {**previous, **status}.items() if v is not None}
+    old_reason = _true_reason(previous, "Degraded")
+    new_reason = _true_reason(status, "Degraded")
+    if new_reason and new_reason != old_reason and new_reason not in _ROLLOUT_EVENTS:
         degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
         await ctx.event(md, new_reason, degraded["message"], warning=True)
     elif old_reason and not new_reason:
@@ -256,16 +344,21 @@ async def _report(ctx: Context, md: dict[str, Any], observed: Observed) -> float
             "message"])
     if status["phase"] == "Ready" and previous.get("phase") != "Ready":
         await ctx.event(md, "Ready", status["conditions"][0]["message"])
-    return None
+    if status.get("fallbackActive") != previous.get("fallbackActive"):
+        if status.get("fallbackActive"):
+            await ctx.event(md, "FallbackActive", "no primary pod is ready: the fallback "
+                            "version takes the traffic", warning=True)
+        else:
+            await ctx.event(md, "FallbackReleased", "primary pods are ready again: traffic "
+                            "is back on the primary")
 
 
-def _condition(status: dict[str, Any], type_: str) -> str | None:
-    """The reason of condition `type_` when it is True, else None."""
+# Rollout problems post their own Event when the plan decides them.
+_ROLLOUT_EVENTS = {"Aborted", "AnalysisFailed", "CanaryUnhealthy", "ProgressDeadlineExceeded"}
+
+
+def _true_reason(status: dict[str, Any], type_: str) -> str | None:
     for condition in status.get("conditions") or ():
         if condition.get("type") == type_ and condition.get("status") == "True":
             return condition.get("reason")
     return None
-
-
-def _status_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    return any(old.get(key) != value for key, value in new.items())

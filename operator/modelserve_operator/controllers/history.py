@@ -41,10 +41,12 @@ def next_revision(deployments: list[dict[str, Any]], history: list[dict[str, Any
 
 
 def record(history: list[dict[str, Any]], revision: int, model_version: str, now: str,
-           rolled_out: bool, retired: list[int], keep: int) -> list[dict[str, Any]]:
-    """History after this reconcile, newest first, at most `keep` old entries.
+           rolled_out: bool, retired: list[int], keep: int,
+           aborted: tuple[int, str] | None = None) -> list[dict[str, Any]]:
+    """History after this reconcile, newest first, at most `keep` entries (min 1).
 
-    The serving revision is always listed; `retired` revisions stopped serving now.
+    The serving revision is always listed; `retired` revisions stopped serving now;
+    `aborted` is a (revision, ModelVersion) canary that was rolled back.
     """
     entries = [dict(e) for e in history]
     current = next((e for e in entries if e["revision"] == revision), None)
@@ -61,7 +63,13 @@ def record(history: list[dict[str, Any]], revision: int, model_version: str, now
             entry["stoppedAt"] = now
             if entry.get("outcome") in ("Serving", "Progressing"):
                 entry["outcome"] = "Superseded"
+    if aborted is not None:
+        entry = next((e for e in entries if e["revision"] == aborted[0]), None)
+        if entry is None:
+            entries.append({"revision": aborted[0], "modelVersion": aborted[1],
+                            "startedAt": now, "stoppedAt": now, "outcome": "RolledBack"})
+        elif entry is not current and entry.get("outcome") != "RolledBack":
+            entry.update(outcome="RolledBack", stoppedAt=entry.get("stoppedAt") or now)
     older = sorted((e for e in entries if e is not current),
-                   key=lambda e: e.get("startedAt", ""), reverse=True)
-    entries = [current, *older]
-    return entries[: keep + 1]
+                   key=lambda e: (e.get("startedAt", ""), e["revision"]), reverse=True)
+    return [current, *older][: max(keep, 1)]

@@ -26,7 +26,7 @@ PHASE = Gauge(
     "modelserve_operator_modeldeployment_phase",
     "1 for the phase each ModelDeployment is in.", ["namespace", "name", "phase"],
 )
-PHASES = ("Ready", "Progressing", "Degraded")
+PHASES = ("Ready", "Progressing", "Paused", "Degraded")
 
 
 def set_phase(namespace: str, name: str, phase: str | None) -> None:

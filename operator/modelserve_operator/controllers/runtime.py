@@ -30,6 +30,8 @@ class Config:
 
     workers: int = 16
     resync_seconds: float = 300.0
+    prometheus_url: str | None = None
+    namespaces: list[str] = field(default_factory=list)  # empty: all namespaces
     render: RenderSettings = field(default_factory=RenderSettings)
 
 
@@ -43,6 +45,8 @@ class State:
     resync: asyncio.Task[None] | None = None
     # Label values are truncated for long names: map them back to ModelDeployment names.
     md_by_label: dict[tuple[str, str], str] = field(default_factory=dict)
+    primed: asyncio.Lock = field(default_factory=asyncio.Lock)
+    is_primed: bool = False
 
 
 STATE = State()
@@ -101,12 +105,45 @@ def _context() -> Context:
         if STATE.connection is None or STATE.queue is None:
             raise RuntimeError("operator used before login and startup")
         STATE.context = Context(STATE.store, Kube(STATE.connection), STATE.queue,
-                                STATE.config.render)
+                                STATE.config.render, STATE.config.prometheus_url)
     return STATE.context
+
+
+# What the store must hold before the first reconcile: (apiVersion, kind, selector).
+_PRIMED_KINDS = (
+    ("modelserve.io/v1alpha1", "ModelDeployment", None),
+    ("modelserve.io/v1alpha1", "ModelVersion", None),
+    ("apps/v1", "Deployment", f"{MANAGED_BY}=modelserve"),
+    ("v1", "Service", f"{MANAGED_BY}=modelserve"),
+    ("v1", "Pod", f"{MANAGED_BY}=modelserve"),
+)
+
+
+async def _prime(ctx: Context) -> None:
+    """List everything once before the first reconcile.
+
+    Kopf's watches fill the store concurrently; a reconcile that ran before they had
+    listed, say, the Deployments would think they are missing. One LIST per kind at start
+    makes the first reconcile as well-informed as any later one (and write nothing).
+    """
+    async with STATE.primed:
+        if STATE.is_primed:
+            return
+        for api_version, kind, selector in _PRIMED_KINDS:
+            for namespace in STATE.config.namespaces or [None]:
+                for item in await ctx.kube.list(api_version, kind, namespace, selector):
+                    item.setdefault("apiVersion", api_version)
+                    meta = item.get("metadata", {})
+                    if STATE.store.get(kind, meta.get("namespace", ""), meta["name"]) is None:
+                        STATE.store.upsert(kind, item)
+        STATE.is_primed = True
+        log.info("store primed: %s", {k: STATE.store.count(k) for _, k, _ in _PRIMED_KINDS})
 
 
 async def _work(key: Hashable) -> float | None:
     kind, namespace, name = key  # type: ignore[misc]
+    if not STATE.is_primed:
+        await _prime(_context())
     reconciler = deployments if kind == "md" else versions
     label = "ModelDeployment" if kind == "md" else "ModelVersion"
     with metrics.RECONCILE_SECONDS.labels(label).time():

@@ -26,6 +26,9 @@ class Observed:
     endpoint: str | None = None
     selector: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    rollout_problem: Problem | None = None      # a canary was rolled back
+    progressing: tuple[bool, str, str] | None = None  # the rollout's own progress
+    extra: dict[str, Any] = field(default_factory=dict)  # rollout fields, None = remove
 
 
 def rolled_out(deployment: dict[str, Any] | None, desired: int) -> bool:
@@ -47,7 +50,7 @@ def compute(o: Observed) -> dict[str, Any]:
     done = rolled_out(o.deployment, o.desired_replicas)
     serving = ready_pods > 0 or o.older_serving > 0 or o.desired_replicas == 0
 
-    problem = o.input_problem or o.pod_problem
+    problem = o.input_problem or o.rollout_problem or o.pod_problem
     if problem is None and o.deadline_exceeded:
         problem = Problem(
             "ProgressDeadlineExceeded",
@@ -57,6 +60,8 @@ def compute(o: Observed) -> dict[str, Any]:
     previous = o.previous.get("conditions")
     if o.input_problem:
         progressing = (False, o.input_problem.reason, "waiting for the spec to be fixed")
+    elif o.progressing is not None:
+        progressing = o.progressing
     elif done:
         progressing = (False, "RolloutComplete",
                        f"revision {o.revision} ({o.model_version}) is fully rolled out")
@@ -64,7 +69,7 @@ def compute(o: Observed) -> dict[str, Any]:
         progressing = (True, "RollingOut",
                        f"revision {o.revision} ({o.model_version}): {ready_pods}/"
                        f"{o.desired_replicas} pods ready")
-    if done and not o.input_problem:
+    if done and not o.input_problem and not (ready_pods == 0 and o.desired_replicas):
         ready = (True, "Serving" if o.desired_replicas else "ScaledToZero",
                  f"{ready_pods}/{o.desired_replicas} pods of revision {o.revision} ready")
     elif serving and o.desired_replicas:
@@ -84,6 +89,8 @@ def compute(o: Observed) -> dict[str, Any]:
     ]
     if degraded[0]:
         phase = "Degraded"
+    elif progressing[0] and progressing[1] in ("Paused", "Pausing"):
+        phase = "Paused" if progressing[1] == "Paused" else "Progressing"
     elif ready[0] and not progressing[0]:
         phase = "Ready"
     else:
@@ -101,6 +108,7 @@ def compute(o: Observed) -> dict[str, Any]:
     optional = {"selector": o.selector, "endpoint": o.endpoint, "revision": o.revision,
                 "modelVersion": o.model_version, "history": o.history or None}
     status.update({k: v for k, v in optional.items() if v is not None})
+    status.update(o.extra)
     # Keep what this reconcile does not own (rollout fields written by other code paths).
     for key in ("revision", "modelVersion", "templateHash"):
         if key not in status and key in o.previous:

@@ -1,0 +1,93 @@
+"""Canary analysis: pure verdicts over measurements, plus the Prometheus query that
+takes one.
+
+A step's metrics are measured every `interval`, `count` times; a metric fails the step
+once more than `failureLimit` of its measurements are out of bounds. A query that
+returns no data counts as a failed measurement: a canary that serves nothing must not
+pass (add `or vector(0)` to a query where no data means zero).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from modelserve_operator.api.modeldeployment import AnalysisMetric
+from modelserve_operator.controllers.rollout import parse_duration
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool | None          # None while measurements are still due
+    message: str
+    due: tuple[str, ...] = ()    # metrics to measure now
+
+
+def judge(metrics: list[AnalysisMetric], measurements: list[dict[str, Any]],
+          now: float) -> Verdict:
+    """The verdict of one analysis step from the measurements taken so far."""
+    if not metrics:
+        return Verdict(True, "canary pods ready and not restarting")
+    due: list[str] = []
+    pending: list[str] = []
+    for metric in metrics:
+        taken = [m for m in measurements if m["metric"] == metric.name]
+        failures = [m for m in taken if not m["passed"]]
+        if len(failures) > metric.failure_limit:
+            last = failures[-1].get("value")
+            shown = "no data" if last is None else f"{last:g}"
+            return Verdict(False, f"{metric.name} = {shown} is out of bounds "
+                                  f"({_bounds(metric)}) {len(failures)} time(s), more than "
+                                  f"failureLimit {metric.failure_limit}")
+        if len(taken) >= metric.count:
+            continue
+        pending.append(f"{metric.name} {len(taken)}/{metric.count}")
+        last_at = max((m["at"] for m in taken), default=None)
+        if last_at is None or now - last_at >= parse_duration(metric.interval):
+            due.append(metric.name)
+    if not pending:
+        return Verdict(True, "all analysis metrics within bounds")
+    return Verdict(None, "measured " + ", ".join(pending), tuple(due))
+
+
+def _bounds(metric: AnalysisMetric) -> str:
+    parts = []
+    if metric.min is not None:
+        parts.append(f">= {metric.min:g}")
+    if metric.max is not None:
+        parts.append(f"<= {metric.max:g}")
+    return " and ".join(parts) or "no bounds"
+
+
+def within(metric: AnalysisMetric, value: float | None) -> bool:
+    if value is None or math.isnan(value):
+        return False
+    if metric.max is not None and value > metric.max:
+        return False
+    return not (metric.min is not None and value < metric.min)
+
+
+def render_query(query: str, **values: str) -> str:
+    """Fill {{namespace}}, {{deployment}}, {{revision}}, {{canary}} … into a query."""
+    for key, value in values.items():
+        query = query.replace("{{" + key + "}}", value).replace("{{ " + key + " }}", value)
+    return query
+
+
+async def measure(session: aiohttp.ClientSession, address: str, query: str) -> float | None:
+    """One instant query; the first sample's value, or None when there is no data."""
+    url = address.rstrip("/") + "/api/v1/query"
+    async with session.get(url, params={"query": query},
+                           timeout=aiohttp.ClientTimeout(total=10)) as response:
+        body = await response.json(content_type=None)
+    if body.get("status") != "success":
+        raise RuntimeError(f"Prometheus query failed: {body.get('error', body)}")
+    result = body["data"]["result"]
+    if body["data"].get("resultType") == "scalar":
+        return float(result[1])
+    if not result:
+        return None
+    return float(result[0]["value"][1])

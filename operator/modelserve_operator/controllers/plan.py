@@ -1,0 +1,186 @@
+"""Decide which revisions serve and how: a pure function from observations to a Plan.
+
+The Plan says which revision is stable, which (if any) is the canary, how many replicas
+each gets and what weight the canary has. Recreate and the no-step Rolling strategy are
+canaries with trivial steps, so one state machine (rollout.advance) covers them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelserve_operator.api import ModelDeploymentSpec
+from modelserve_operator.api.modeldeployment import CanaryStep
+from modelserve_operator.controllers.conditions import Problem
+from modelserve_operator.controllers.rollout import (
+    CanaryState,
+    Decision,
+    Observations,
+    advance,
+    canary_replicas,
+    stable_replicas,
+)
+
+# Rolling: bring the new revision to full size, then switch; the old one serves meanwhile.
+ROLLING_STEPS = [CanaryStep(set_weight=100)]
+
+
+@dataclass
+class Plan:
+    stable: int
+    stable_version: str
+    stable_replicas: int
+    canary: int | None = None
+    canary_version: str | None = None
+    canary_replicas: int = 0
+    weight: int = 0
+    state: CanaryState | None = None
+    previous: int | None = None
+    previous_retire_at: float | None = None
+    aborted: int | None = None
+    recreate: bool = False
+    problem: Problem | None = None
+    progressing: tuple[bool, str, str] | None = None
+    paused: bool = False
+    consumed_control: bool = False
+    requeue: float | None = None
+    events: list[tuple[str, str, bool]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What plan() looks at, gathered by the reconcile."""
+
+    spec: ModelDeploymentSpec
+    status: dict[str, Any]
+    target: int
+    target_version: str
+    total: int                        # replicas wanted in all (spec or HPA)
+    ready: dict[int, int]             # revision -> ready pods of its Deployment
+    restarts: dict[int, int]          # revision -> container restarts of its pods
+    created: dict[int, float]         # revision -> Deployment creation (Unix seconds)
+    version_of: dict[int, str]        # revision -> ModelVersion of its Deployment
+    now: float
+    analysis: bool | None = None
+    analysis_message: str = ""
+
+
+def _steps(spec: ModelDeploymentSpec) -> list[CanaryStep]:
+    if spec.rollout.strategy == "Canary" and spec.rollout.canary is not None:
+        return list(spec.rollout.canary.steps)
+    return ROLLING_STEPS
+
+
+def plan(i: Inputs) -> Plan:
+    st = i.status
+    stable = st.get("revision")
+    if stable not in i.ready or stable is None:
+        stable = None
+    previous = st.get("previousRevision") if st.get("previousRevision") in i.ready else None
+    aborted = st.get("abortedRevision")
+    control = st.get("control") or {}
+
+    if stable is None or stable == i.target:
+        # First rollout, or the spec points at what serves: it is (or becomes) stable.
+        p = Plan(i.target, i.target_version, i.total, previous=previous,
+                 previous_retire_at=st.get("previousRetireAt") if previous else None)
+        if st.get("canaryRevision") not in (None, i.target):
+            p.events.append(("CanaryAbandoned", f"canary revision {st['canaryRevision']} "
+                             f"dropped: the spec points at revision {i.target} again", False))
+        p.consumed_control = bool(control)
+        return p
+
+    stable_version = i.version_of.get(stable, st.get("modelVersion", ""))
+    if i.target == aborted:
+        # Rolled back: serve stable until the spec changes (GitOps owns the spec).
+        return Plan(stable, stable_version, i.total, aborted=aborted, previous=previous,
+                    previous_retire_at=st.get("previousRetireAt") if previous else None,
+                    problem=_aborted_problem(st, aborted), consumed_control=bool(control))
+
+    if i.target == previous and i.ready.get(previous, 0) >= i.total:
+        # Fast path back: the previous stable is still up, switch to it at once.
+        p = Plan(i.target, i.target_version, i.total, previous=stable,
+                 previous_retire_at=i.now + i.spec.rollout.scale_down_delay_seconds)
+        p.events.append(("RolledBack", f"revision {i.target} serves again at once: it was "
+                         f"still scaled up; revision {stable} is kept for "
+                         f"{i.spec.rollout.scale_down_delay_seconds}s", False))
+        return p
+
+    if i.spec.rollout.strategy == "Recreate":
+        p = Plan(i.target, i.target_version, i.total, recreate=True)
+        p.events.append(("Recreating", f"stopping revision {stable} before starting "
+                         f"revision {i.target} (strategy Recreate)", False))
+        return p
+
+    return _canary(i, stable, stable_version, previous, control)
+
+
+def _aborted_problem(st: dict[str, Any], aborted: int) -> Problem:
+    for condition in st.get("conditions") or ():
+        if condition.get("type") == "Degraded" and condition.get("status") == "True":
+            return Problem(condition["reason"], condition["message"])
+    return Problem("RolledBack", f"revision {aborted} was rolled back; change the spec to "
+                                 f"try a new version")
+
+
+def _canary(i: Inputs, stable: int, stable_version: str, previous: int | None,
+            control: dict[str, Any]) -> Plan:
+    st = i.status
+    events: list[tuple[str, str, bool]] = []
+    if st.get("canaryRevision") == i.target:
+        state = CanaryState(i.target, st.get("currentStep") or 0,
+                            st.get("stepStartedAt") or i.now, st.get("canaryWeight") or 0)
+    else:
+        if st.get("canaryRevision") is not None:
+            events.append(("CanaryAbandoned", f"canary revision {st['canaryRevision']} "
+                           f"abandoned for the newer revision {i.target}", False))
+        state = CanaryState(i.target, 0, i.now, 0)
+        events.append(("CanaryStarted", f"canary revision {i.target} ({i.target_version}) "
+                       f"started against stable revision {stable}", False))
+        previous = None  # a new rollout retires the old fast-path revision
+    steps = _steps(i.spec)
+    decision: Decision = advance(steps, state, Observations(
+        now=i.now, total_replicas=i.total, ready_canary_pods=i.ready.get(i.target, 0),
+        canary_restarts=i.restarts.get(i.target, 0), started=i.created.get(i.target, i.now),
+        deadline_seconds=i.spec.rollout.progress_deadline_seconds,
+        analysis=i.analysis, analysis_message=i.analysis_message,
+        promote=bool(control.get("promote")), promote_full=bool(control.get("promoteFull")),
+        abort=bool(control.get("abort")),
+    ))
+    consumed = bool(control.get("abort") or control.get("promoteFull")
+                    or decision.consumed_promote)
+
+    if decision.action == "abort":
+        p = Plan(stable, stable_version, i.total, canary=i.target,
+                 canary_version=i.target_version, canary_replicas=0, aborted=i.target,
+                 problem=Problem(decision.reason, decision.message), consumed_control=consumed,
+                 events=[*events, (decision.reason, decision.message, True)])
+        return p
+
+    if decision.action == "promote":
+        ready = i.ready.get(i.target, 0)
+        if ready >= i.total:
+            p = Plan(i.target, i.target_version, i.total, previous=stable,
+                     previous_retire_at=i.now + i.spec.rollout.scale_down_delay_seconds,
+                     consumed_control=consumed)
+            p.events = [*events, ("Promoted", f"{decision.message}; revision {i.target} is "
+                                  f"stable, revision {stable} kept for "
+                                  f"{i.spec.rollout.scale_down_delay_seconds}s", False)]
+            return p
+        # Scale the canary to full size first; move traffic only once it is ready.
+        return Plan(stable, stable_version, stable_replicas(i.total, state.weight),
+                    canary=i.target, canary_version=i.target_version,
+                    canary_replicas=i.total, weight=state.weight, state=state,
+                    consumed_control=consumed, events=events, requeue=2.0,
+                    progressing=(True, "Promoting", f"scaling revision {i.target} to "
+                                 f"{i.total} pods ({ready} ready) before switching traffic"))
+
+    return Plan(stable, stable_version, stable_replicas(i.total, decision.state.weight),
+                canary=i.target, canary_version=i.target_version,
+                canary_replicas=canary_replicas(i.total, decision.wanted_weight),
+                weight=decision.state.weight, state=decision.state, previous=previous,
+                previous_retire_at=st.get("previousRetireAt") if previous else None,
+                consumed_control=consumed, paused=decision.paused, events=events,
+                requeue=decision.requeue,
+                progressing=(True, decision.reason, decision.message))

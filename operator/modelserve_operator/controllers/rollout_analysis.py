@@ -1,0 +1,69 @@
+"""Run the analysis step a canary is on: take due measurements, return the verdict."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiohttp
+
+from modelserve_operator.api import ModelDeploymentSpec
+from modelserve_operator.controllers.analysis import Verdict, judge, measure, render_query, within
+from modelserve_operator.controllers.context import Context
+from modelserve_operator.render.names import deployment_name
+
+log = logging.getLogger("modelserve.operator")
+_session: aiohttp.ClientSession | None = None
+
+
+def _http() -> aiohttp.ClientSession:
+    global _session
+    if _session is None or _session.closed:
+        _session = aiohttp.ClientSession()
+    return _session
+
+
+async def run(ctx: Context, md: dict[str, Any], spec: ModelDeploymentSpec,
+              status: dict[str, Any], target: int, now: float,
+              ) -> tuple[Verdict | None, dict[str, Any] | None]:
+    """(verdict, status.analysis) when the running canary is on an analysis step."""
+    canary = spec.rollout.canary
+    if spec.rollout.strategy != "Canary" or canary is None:
+        return None, None
+    if status.get("canaryRevision") != target:
+        return None, None
+    step = status.get("currentStep") or 0
+    if step >= len(canary.steps) or canary.steps[step].analysis is None:
+        return None, None
+    wanted = canary.steps[step].analysis.metrics or []
+    defined = {m.name: m for m in (spec.rollout.analysis.metrics if spec.rollout.analysis
+                                   else [])}
+    missing = [n for n in wanted if n not in defined]
+    if missing:
+        return Verdict(False, f"spec.rollout.canary.steps[{step}].analysis names "
+                              f"{', '.join(missing)}, not defined in "
+                              f"spec.rollout.analysis.metrics"), None
+    metrics = [defined[n] for n in wanted]
+    before = status.get("analysis") or {}
+    taken: list[dict[str, Any]] = list(before.get("measurements") or []) if (
+        before.get("revision") == target and before.get("step") == step) else []
+    verdict = judge(metrics, taken, now)
+    meta = md["metadata"]
+    values = {"namespace": meta["namespace"], "deployment": meta["name"],
+              "revision": str(target), "canary": deployment_name(meta["name"], target, "canary"),
+              "stable_revision": str(status.get("revision") or ""),
+              "stable": deployment_name(meta["name"], status.get("revision") or 0, "stable")}
+    for metric in (m for m in metrics if m.name in verdict.due):
+        address = metric.prometheus.address or ctx.prometheus_url
+        query = render_query(metric.prometheus.query, **values)
+        try:
+            value = await measure(_http(), address, query) if address else None
+        except Exception as error:  # an unreachable Prometheus is a failed measurement
+            log.warning("analysis %s of %s/%s: %s", metric.name, meta["namespace"],
+                        meta["name"], error)
+            value = None
+        taken.append({"metric": metric.name, "value": value, "passed": within(metric, value),
+                      "at": now})
+    verdict = judge(metrics, taken, now)
+    return verdict, {"revision": target, "step": step, "measurements": taken,
+                     "message": verdict.message}
