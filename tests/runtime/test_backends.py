@@ -1,0 +1,118 @@
+"""Backend helpers everywhere; torch and TensorRT paths only where they import."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modelserve_runtime.backends import TensorSpec, parse_specs, warmup_sizes
+from modelserve_runtime.backends.tensorrt import engine_cache_key, file_sha256
+from modelserve_runtime.config import Settings
+
+
+@pytest.mark.parametrize(
+    ("max_batch", "sizes"),
+    [
+        (1, [1]),
+        (2, [1, 2]),
+        (8, [1, 2, 4, 8]),
+        (12, [1, 2, 4, 8, 12]),
+        (128, [1, 2, 4, 8, 16, 32, 64, 128]),
+    ],
+)
+def test_warmup_sizes_cover_every_bucket(max_batch: int, sizes: list[int]) -> None:
+    assert warmup_sizes(max_batch) == sizes
+
+
+def test_parse_specs() -> None:
+    raw = json.dumps([{"name": "input", "datatype": "FP16", "shape": [-1, 3, 224, 224]}])
+    assert parse_specs(raw, "inputs") == [TensorSpec("input", "FP16", (-1, 3, 224, 224))]
+    assert parse_specs(None, "inputs") is None
+    with pytest.raises(ValueError, match="unknown datatype"):
+        parse_specs('[{"name": "x", "datatype": "FP8"}]', "inputs")
+    with pytest.raises(ValueError, match="--inputs must be a JSON list"):
+        parse_specs("{nope", "inputs")
+
+
+def test_engine_cache_key_names_everything_that_changes_an_engine(tmp_path: Path) -> None:
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"onnx bytes")
+    digest = file_sha256(str(model))
+    key = engine_cache_key(digest, (9, 0), "10.8.0", "fp16", 64)
+    assert key == f"{digest}-sm90-trt10.8.0-fp16-b64.plan"
+    others = {
+        engine_cache_key(digest, (8, 9), "10.8.0", "fp16", 64),
+        engine_cache_key(digest, (9, 0), "10.9.0", "fp16", 64),
+        engine_cache_key(digest, (9, 0), "10.8.0", "int8", 64),
+        engine_cache_key(digest, (9, 0), "10.8.0", "fp16", 32),
+    }
+    assert key not in others and len(others) == 4
+
+
+def test_torch_backend_cpu(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from modelserve_runtime.backends.torch import TorchBackend
+
+    module = torch.jit.script(torch.nn.Linear(4, 2))
+    path = tmp_path / "lin.pt"
+    module.save(str(path))
+    settings = Settings(
+        model_name="lin",
+        model_path=str(path),
+        model_format="torchscript",
+        backend="torch",
+        device="cpu",
+        max_batch_size=4,
+        inputs=json.dumps([{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]),
+    )
+    backend = TorchBackend(settings)
+    backend.load()
+    backend.warmup()
+    x = np.ones((3, 4), np.float32)
+    out = backend.infer({"x": [x[:1], x[1:]]}, 3)["output0"]
+    with torch.no_grad():
+        want = module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(out, want, rtol=1e-6)
+
+
+def test_tensorrt_builds_caches_and_reloads(tmp_path: Path) -> None:
+    pytest.importorskip("tensorrt")
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("TensorRT needs a CUDA GPU")
+    from modelserve_runtime.backends.tensorrt import TensorRTBackend
+
+    from .conftest import build_tiny_model, expected
+
+    model = tmp_path / "tiny.onnx"
+    build_tiny_model(model)
+    cache = tmp_path / "engines"
+
+    def load() -> TensorRTBackend:
+        backend = TensorRTBackend(
+            Settings(
+                model_name="tiny",
+                model_path=str(model),
+                model_format="onnx",
+                backend="tensorrt",
+                precision="fp32",
+                max_batch_size=8,
+                engine_cache_dir=str(cache),
+            )
+        )
+        backend.load()
+        return backend
+
+    first = load()
+    plans = list(cache.glob("*.plan"))
+    assert len(plans) == 1 and plans[0].name.startswith(file_sha256(str(model)))
+    mtime = plans[0].stat().st_mtime_ns
+    second = load()  # from the cache: the file is not rewritten
+    assert plans[0].stat().st_mtime_ns == mtime
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    for backend in (first, second):
+        out = backend.infer({"x": [x]}, 3)
+        np.testing.assert_allclose(out["y"], expected(x)["y"], rtol=1e-4, atol=1e-5)
