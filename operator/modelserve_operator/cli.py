@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from modelserve_operator.controllers.leader import LeaderConfig
 
 
 def _operator_run(args: argparse.Namespace) -> int:
@@ -19,6 +23,7 @@ def _operator_run(args: argparse.Namespace) -> int:
         workers=args.workers, resync_seconds=args.resync_seconds,
         render=RenderSettings(runtime_image=args.runtime_image),
         prometheus_url=args.prometheus_url,
+        leader_election=_leader_config(args),
         namespaces=[n for ns in args.namespace for n in ns.split(",") if n],
     )
     prometheus_client.start_http_server(args.metrics_port, addr=args.bind)
@@ -31,6 +36,37 @@ def _operator_run(args: argparse.Namespace) -> int:
         liveness_endpoint=f"http://{args.bind}:{args.health_port}/healthz",
     )
     return 0
+
+
+def _leader_config(args: argparse.Namespace) -> LeaderConfig | None:
+    from modelserve_operator.controllers import leader
+
+    if not args.leader_election:
+        return None
+    namespace = args.leader_election_namespace or _own_namespace()
+    if not namespace:
+        raise SystemExit("--leader-election needs --leader-election-namespace (or POD_NAMESPACE)")
+    try:
+        return leader.LeaderConfig(
+            namespace=namespace, name=args.leader_election_name,
+            identity=args.leader_election_identity or leader.default_identity(),
+            lease_duration=args.leader_election_lease_duration,
+            renew_deadline=args.leader_election_renew_deadline,
+            retry_period=args.leader_election_retry_period)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+def _own_namespace() -> str | None:
+    import os
+
+    path = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    if os.path.exists(path):
+        with open(path) as handle:
+            return handle.read().strip()
+    return None
 
 
 def _export(args: argparse.Namespace, rest: list[str]) -> int:
@@ -59,6 +95,22 @@ def parser() -> argparse.ArgumentParser:
                      help="runtime image for versions that name none")
     run.add_argument("--prometheus-url", default=None,
                      help="Prometheus for canary analysis queries without an address")
+    election = run.add_argument_group("leader election (run several replicas safely)")
+    election.add_argument("--leader-election", action="store_true",
+                          help="reconcile only while holding a coordination.k8s.io Lease")
+    election.add_argument("--leader-election-namespace", default=None,
+                          help="namespace of the Lease (default: POD_NAMESPACE or the "
+                               "service account's namespace)")
+    election.add_argument("--leader-election-name", default="modelserve-operator",
+                          help="name of the Lease")
+    election.add_argument("--leader-election-identity", default=None,
+                          help="this replica's holderIdentity (default: POD_NAME + random)")
+    election.add_argument("--leader-election-lease-duration", type=float, default=15.0,
+                          help="seconds a standby waits after the last renewal it saw")
+    election.add_argument("--leader-election-renew-deadline", type=float, default=10.0,
+                          help="seconds a leader keeps trying to renew before it exits")
+    election.add_argument("--leader-election-retry-period", type=float, default=2.0,
+                          help="seconds between renewals / a standby's looks")
     run.add_argument("--log-level", default="INFO")
     run.add_argument("--plain-logs", action="store_true", help="text logs instead of JSON")
     run.set_defaults(handler=_operator_run)

@@ -161,6 +161,12 @@ class Kube:
         await self._request("DELETE", object_path(api_version, kind, namespace, name),
                             verb="delete", kind=kind, body=body)
 
+    async def replace(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """PUT the whole object; its metadata.resourceVersion makes a stale write a 409."""
+        meta = obj["metadata"]
+        path = object_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+        return await self._request("PUT", path, verb="update", kind=obj["kind"], body=obj)
+
     async def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         meta = obj["metadata"]
         path = object_path(obj["apiVersion"], obj["kind"], meta.get("namespace"))

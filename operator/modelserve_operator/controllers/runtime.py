@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from modelserve_operator.controllers import deployments, metrics, versions
+from modelserve_operator.controllers import deployments, leader, metrics, versions
 from modelserve_operator.controllers.context import Context
 from modelserve_operator.controllers.kube import ApiError, Kube
 from modelserve_operator.controllers.queue import WorkQueue
@@ -31,6 +31,7 @@ class Config:
     workers: int = 16
     resync_seconds: float = 300.0
     prometheus_url: str | None = None
+    leader_election: leader.LeaderConfig | None = None  # None: reconcile from the start
     namespaces: list[str] = field(default_factory=list)  # empty: all namespaces
     render: RenderSettings = field(default_factory=RenderSettings)
 
@@ -43,6 +44,8 @@ class State:
     context: Context | None = None
     queue: WorkQueue | None = None
     resync: asyncio.Task[None] | None = None
+    elector: leader.LeaderElector | None = None
+    election: asyncio.Task[None] | None = None
     # Label values are truncated for long names: map them back to ModelDeployment names.
     md_by_label: dict[tuple[str, str], str] = field(default_factory=dict)
     primed: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -87,15 +90,39 @@ async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 def _start() -> None:
     STATE.queue = WorkQueue(_work, workers=STATE.config.workers)
-    STATE.queue.start()
     STATE.resync = asyncio.create_task(_resync_forever())
+    if STATE.config.leader_election is None:
+        STATE.queue.start()
+        return
+    # A standby watches and queues like the leader (its store stays warm), but its
+    # workers start only once it holds the Lease.
+    STATE.elector = leader.LeaderElector(STATE.config.leader_election, _kube_after_login,
+                                         on_started=STATE.queue.start, on_lost=_leadership_lost)
+    STATE.election = asyncio.create_task(STATE.elector.run())
+
+
+async def _kube_after_login() -> Kube:
+    while STATE.connection is None:  # Kopf runs startup handlers before login
+        await asyncio.sleep(0.1)
+    return _context().kube
+
+
+def _leadership_lost() -> None:
+    """Stop writing at once (no await, no in-flight reconcile survives) and exit: the
+    pod restarts as a clean standby."""
+    log.critical("leadership lost; exiting so that only one replica reconciles")
+    os._exit(1)
 
 
 async def shutdown() -> None:
     if STATE.resync:
         STATE.resync.cancel()
+    if STATE.election:
+        STATE.election.cancel()
     if STATE.queue:
         await STATE.queue.stop()
+    if STATE.elector:  # after the workers stopped: the next leader starts on a quiet Lease
+        await STATE.elector.release()
     if STATE.context:
         await STATE.context.kube.close()
 
