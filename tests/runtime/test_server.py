@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from modelserve_runtime.metrics import NvmlCollector
+
 from .conftest import Server, expected
 
 HCL = "Inference-Header-Content-Length"
@@ -292,5 +294,8 @@ def test_metrics_exposed_with_contract_names(server: Server) -> None:
         'modelserve_inflight_requests{model="tiny"}',
     ):
         assert needle in text, needle
-    assert "modelserve_gpu_" not in text  # absent, not zero, without a GPU
+    # NVML gauges exist exactly where NVML sees a GPU: absent, not zero, without one.
+    has_gpu = NvmlCollector.create() is not None
+    for name in ("utilization_percent", "memory_used_bytes", "memory_total_bytes"):
+        assert (f"modelserve_gpu_{name}{{gpu=" in text) == has_gpu, name
     assert 'model="nope"' not in text  # unknown names never become label values
