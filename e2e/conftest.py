@@ -33,7 +33,9 @@ def kubectl() -> Kubectl:
     kubeconfig = _hack("cluster", "env").split("=", 1)[1]
     kube = Kubectl(str(pathlib.Path(_hack("install-tools", "--bin-dir")) / "kubectl"), kubeconfig)
     kube.run("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    kube.run("wait", "--for=condition=Established", "crd", "-l", "", "--all", "--timeout=60s")
+    gateway_crds = pathlib.Path(_hack("install-tools", "--bin-dir")) / "gateway-api-crds.yaml"
+    kube.run("apply", "--server-side", "--force-conflicts", "-f", str(gateway_crds))
+    kube.run("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
     yield kube
     if started_here:
         subprocess.run([str(HACK / "cluster"), "down"], check=False)

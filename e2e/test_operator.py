@@ -6,47 +6,9 @@ from __future__ import annotations
 import signal
 import time
 
-from e2e.kube import Kubectl, eventually
+from e2e.kube import eventually
+from e2e.objects import condition, deployment, status, version, wait_phase
 from e2e.operator_process import OperatorProcess
-
-API = "modelserve.io/v1alpha1"
-
-
-def version(name: str, gpus: int = 1, product: str | None = "NVIDIA-H100-80GB-HBM3",
-            backend: str = "onnxruntime", fmt: str = "onnx") -> dict:
-    gpu: dict = {"count": gpus}
-    if product:
-        gpu["product"] = product
-    return {"apiVersion": API, "kind": "ModelVersion", "metadata": {"name": name},
-            "spec": {"model": {"uri": f"https://models.example.com/{name}.onnx", "format": fmt},
-                     "runtime": {"backend": backend}, "resources": {"gpu": gpu}}}
-
-
-def deployment(name: str, model_version: str | None = None, replicas: int = 1,
-               **spec) -> dict:
-    if model_version:
-        spec["modelVersion"] = model_version
-    return {"apiVersion": API, "kind": "ModelDeployment", "metadata": {"name": name},
-            "spec": {"replicas": replicas, **spec}}
-
-
-def status(kubectl: Kubectl, namespace: str, name: str) -> dict:
-    return (kubectl.get("md", name, namespace) or {}).get("status", {})
-
-
-def condition(st: dict, type_: str) -> tuple[str, str]:
-    for c in st.get("conditions", []):
-        if c["type"] == type_:
-            return c["status"], c["reason"]
-    return "", ""
-
-
-def wait_phase(kubectl: Kubectl, namespace: str, name: str, phase: str,
-               timeout: float = 60) -> dict:
-    return eventually(lambda: (s := status(kubectl, namespace, name)).get("phase") == phase
-                      and s.get("observedGeneration") == kubectl.get(
-                          "md", name, namespace)["metadata"]["generation"] and s,
-                      timeout=timeout, what=f"md/{name} {phase}")
 
 
 def settle(operator: OperatorProcess, quiet: float = 2.0, timeout: float = 60) -> float:

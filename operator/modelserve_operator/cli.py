@@ -69,6 +69,27 @@ def _own_namespace() -> str | None:
     return None
 
 
+def _rollout(args: argparse.Namespace) -> int:
+    from modelserve_operator import commands
+
+    try:
+        if args.command == "promote":
+            out = commands.promote(args.name, args.namespace, full=args.full)
+        elif args.command == "abort":
+            out = commands.abort(args.name, args.namespace)
+        elif args.command == "rollback":
+            out = commands.rollback(args.name, args.namespace, args.to_revision, args.wait)
+        elif args.command == "history":
+            out = commands.history_table(args.name, args.namespace)
+        else:
+            out = commands.status_screen(args.name, args.namespace)
+    except commands.CommandError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(out)
+    return 0
+
+
 def _export(args: argparse.Namespace, rest: list[str]) -> int:
     from modelserve_runtime import export
 
@@ -114,6 +135,23 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="INFO")
     run.add_argument("--plain-logs", action="store_true", help="text logs instead of JSON")
     run.set_defaults(handler=_operator_run)
+
+    def rollout_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text)
+        command.add_argument("name", help="ModelDeployment name")
+        command.add_argument("--namespace", "-n", default=None)
+        command.set_defaults(handler=_rollout)
+        return command
+
+    rollout_command("promote", "finish the current canary pause (--full: skip all steps)") \
+        .add_argument("--full", action="store_true", help="promote to 100% now")
+    rollout_command("abort", "send all traffic back to stable; canary to zero")
+    rollback = rollout_command("rollback", "serve a retained revision again")
+    rollback.add_argument("--to-revision", type=int, default=None,
+                          help="revision to serve (default: the previous one)")
+    rollback.add_argument("--wait", action="store_true", help="wait until it is Ready")
+    rollout_command("history", "list retained revisions")
+    rollout_command("status", "revisions, weights, analysis and recent events")
 
     export = sub.add_parser("export", add_help=False,
                             help="export a PyTorch module to ONNX (see `export --help`)")

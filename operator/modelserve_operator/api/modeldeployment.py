@@ -163,6 +163,12 @@ class Autoscaling(ApiModel):
                 "spec.autoscaling.targetGPUUtilization must be a percent between 1 and 100",
                 ".targetGPUUtilization",
             ),
+            cel(
+                "self.provider == 'keda' || self.minReplicas >= 1",
+                "spec.autoscaling.minReplicas 0 needs provider keda: a"
+                " HorizontalPodAutoscaler cannot scale to zero",
+                ".minReplicas",
+            ),
         )
     }
 
@@ -304,6 +310,35 @@ class AnalysisStatus(ApiModel):
     message: str | None = Field(None, description="Summary of the verdict so far.")
 
 
+class AutoscalerCondition(ApiModel):
+    """One condition of the HorizontalPodAutoscaler, as it reported it."""
+
+    type: str = Field(description="AbleToScale, ScalingActive or ScalingLimited.")
+    status: str = Field(description='"True", "False" or "Unknown".')
+    reason: str | None = Field(None, description="The HPA's reason, e.g. FailedGetPodsMetric.")
+    message: str | None = Field(None, description="The HPA's message.")
+
+
+class AutoscalingStatus(ApiModel):
+    """What the HorizontalPodAutoscaler (KEDA's, for provider keda) last reported."""
+
+    provider: str | None = Field(None, description="hpa or keda.")
+    scale_target: str | None = Field(
+        None, description="The Deployment it scales: always the stable revision's.")
+    current_replicas: int | None = Field(None, description="Replicas the HPA last saw.")
+    desired_replicas: int | None = Field(None, description="Replicas the HPA wants.")
+    current_gpu_utilization: int | None = Field(
+        None, alias="currentGPUUtilization",
+        description="Mean GPU utilisation (percent) over the scaled pods, as the HPA sees it.")
+    target_gpu_utilization: int | None = Field(
+        None, alias="targetGPUUtilization", description="The target, percent.")
+    current_queue_depth: str | None = Field(
+        None, description="Mean queued requests per pod, when a queue-depth target is set.")
+    last_scale_time: str | None = Field(None, description="When the HPA last scaled.")
+    conditions: list[AutoscalerCondition] | None = Field(
+        None, description="The HPA's own conditions.", max_length=8)
+
+
 class ModelDeploymentStatus(ApiModel):
     """What is serving, how ready it is, and how the rollout is going."""
 
@@ -338,3 +373,5 @@ class ModelDeploymentStatus(ApiModel):
     control: RolloutControl | None = Field(
         None, description="Pending promote/abort requests (written by the CLI).")
     analysis: AnalysisStatus | None = Field(None, description="Running analysis.")
+    autoscaling: AutoscalingStatus | None = Field(
+        None, description="The autoscaler's view, while spec.autoscaling is set.")

@@ -169,9 +169,10 @@ def _canary(i: Inputs, stable: int, stable_version: str, previous: int | None,
                                   f"{i.spec.rollout.scale_down_delay_seconds}s", False)]
             return p
         # Scale the canary to full size first; move traffic only once it is ready.
-        return Plan(stable, stable_version, stable_replicas(i.total, state.weight),
+        return Plan(stable, stable_version, stable_replicas(i.total, decision.state.weight),
                     canary=i.target, canary_version=i.target_version,
-                    canary_replicas=i.total, weight=state.weight, state=state,
+                    canary_replicas=i.total, weight=decision.state.weight,
+                    state=decision.state,
                     consumed_control=consumed, events=events, requeue=2.0,
                     progressing=(True, "Promoting", f"scaling revision {i.target} to "
                                  f"{i.total} pods ({ready} ready) before switching traffic"))

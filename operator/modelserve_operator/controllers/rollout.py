@@ -73,38 +73,44 @@ def advance(steps: list[CanaryStep], state: CanaryState, obs: Observations) -> D
         return Decision("abort", state, 0, "CanaryUnhealthy",
                         f"canary revision {state.revision} restarted {obs.canary_restarts} "
                         f"time(s); traffic is back on the stable revision")
+    decision = _run_steps(steps, state, obs)
+    # A promote request is one-shot: spent on the pause it ends, or dropped when no pause
+    # is waiting, so it can never skip a later pause by surprise.
+    return replace(decision, consumed_promote=obs.promote)
+
+
+def _run_steps(steps: list[CanaryStep], state: CanaryState, obs: Observations) -> Decision:
     promote = obs.promote
-    consumed = False
     while state.step < len(steps):
         step = steps[state.step]
+        where = f"step {state.step + 1}/{len(steps)}"
         if step.set_weight is not None:
-            if obs.ready_canary_pods < canary_replicas(obs.total_replicas, step.set_weight):
-                late = obs.now - obs.started > obs.deadline_seconds
-                if late:
+            needed = canary_replicas(obs.total_replicas, step.set_weight)
+            if obs.ready_canary_pods < needed:
+                if obs.now - obs.started > obs.deadline_seconds:
                     return Decision(
                         "abort", state, 0, "ProgressDeadlineExceeded",
                         f"canary revision {state.revision} was not ready for "
                         f"{step.set_weight}% within spec.rollout.progressDeadlineSeconds "
                         f"({obs.deadline_seconds:g}s); traffic is back on stable")
-                return Decision("progress", state, step.set_weight, "WaitingForCanary",
-                                f"scaling the canary for {step.set_weight}% and waiting "
-                                f"for its pods to be ready",
-                                requeue=max(1.0, obs.started + obs.deadline_seconds - obs.now))
+                return Decision(
+                    "progress", state, step.set_weight, "WaitingForCanary",
+                    f"{where}: {obs.ready_canary_pods}/{needed} canary pods ready for "
+                    f"{step.set_weight}%",
+                    requeue=max(1.0, obs.started + obs.deadline_seconds - obs.now))
             state = _next(replace(state, weight=step.set_weight), obs.now)
         elif step.pause is not None:
-            if step.pause.duration:
+            if not promote:
+                if not step.pause.duration:
+                    return Decision("progress", state, state.weight, "Paused",
+                                    f"{where}: paused at {state.weight}% until "
+                                    f"`modelserve promote`", paused=True)
                 left = state.step_started + parse_duration(step.pause.duration) - obs.now
-                if left > 0 and not promote:
+                if left > 0:
                     return Decision("progress", state, state.weight, "Pausing",
-                                    f"step {state.step + 1}/{len(steps)}: pausing "
-                                    f"{step.pause.duration} at {state.weight}%",
-                                    requeue=left)
-            elif not promote:
-                return Decision("progress", state, state.weight, "Paused",
-                                f"step {state.step + 1}/{len(steps)}: paused at "
-                                f"{state.weight}% until `modelserve promote`", paused=True)
-            if promote:
-                promote, consumed = False, True
+                                    f"{where}: pausing {step.pause.duration} at "
+                                    f"{state.weight}%", requeue=left)
+            promote = False  # spent on this pause
             state = _next(state, obs.now)
         else:  # analysis
             if obs.analysis is False:
@@ -113,14 +119,13 @@ def advance(steps: list[CanaryStep], state: CanaryState, obs: Observations) -> D
                                 f"{obs.analysis_message}")
             if obs.analysis is None:
                 return Decision("progress", state, state.weight, "Analyzing",
-                                f"step {state.step + 1}/{len(steps)}: analysis running "
+                                f"{where}: analysis running "
                                 f"({obs.analysis_message or 'waiting for measurements'})",
                                 requeue=2.0)
             state = _next(state, obs.now)
             obs = replace(obs, analysis=None)  # a later analysis step measures anew
     return Decision("promote", state, 100, "Promoted",
-                    f"canary revision {state.revision} passed every step",
-                    consumed_promote=consumed)
+                    f"canary revision {state.revision} passed every step")
 
 
 def _next(state: CanaryState, now: float) -> CanaryState:

@@ -73,9 +73,10 @@ def compute(o: Observed) -> dict[str, Any]:
         ready = (True, "Serving" if o.desired_replicas else "ScaledToZero",
                  f"{ready_pods}/{o.desired_replicas} pods of revision {o.revision} ready")
     elif serving and o.desired_replicas:
+        others = f"; older revisions serve {o.older_serving} more" if o.older_serving else ""
         ready = (False, "PartiallyReady",
-                 f"{ready_pods}/{o.desired_replicas} pods of revision {o.revision} ready; "
-                 f"older revisions serve {o.older_serving} more")
+                 f"{ready_pods}/{o.desired_replicas} pods of revision {o.revision} ready"
+                 + others)
     else:
         ready = (False, problem.reason if problem else "NoReadyPods",
                  problem.message if problem else "no pod is ready yet")
