@@ -142,9 +142,10 @@ def autoscaler_status(store: Store, namespace: str, md_name: str,
     hpa_name = service_name(md_name)
     if provider == "keda":
         hpa_name = KEDA_HPA_PREFIX + hpa_name
+    previous = (md.get("status") or {}).get("autoscaling") or {}
     hpa = store.get(HPA, namespace, hpa_name)
     if hpa is None:
-        return None, {"autoscaling": fields}
+        return None, {"autoscaling": _with_removals(fields, previous)}
 
     status = hpa.get("status") or {}
     target = ((hpa.get("spec") or {}).get("scaleTargetRef") or {}).get("name")
@@ -161,4 +162,12 @@ def autoscaler_status(store: Store, namespace: str, md_name: str,
         "conditions": conditions or None,
     }
     fields.update({k: v for k, v in optional.items() if v is not None})
-    return _problem(hpa_name, target, conditions, gpu_metric), {"autoscaling": fields}
+    return (_problem(hpa_name, target, conditions, gpu_metric),
+            {"autoscaling": _with_removals(fields, previous)})
+
+
+def _with_removals(fields: dict[str, Any], previous: dict[str, Any]) -> dict[str, Any]:
+    """`fields`, plus None for each stored key it lacks: status is merge-patched, so a
+    value that disappeared (the metric went missing) is removed instead of lingering, and
+    the next reconcile compares equal and writes nothing."""
+    return {**{k: None for k in previous if k not in fields}, **fields}

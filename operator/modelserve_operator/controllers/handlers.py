@@ -60,4 +60,9 @@ async def pod_event(event: dict[str, Any], **_: Any) -> None:
     runtime.observe("Pod", event)
 
 
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=OWNED)
+async def hpa_event(event: dict[str, Any], **_: Any) -> None:
+    runtime.observe("HorizontalPodAutoscaler", event)
+
+
 __all__ = ["deployments", "versions"]

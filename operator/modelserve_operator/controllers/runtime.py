@@ -68,7 +68,7 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     # Resources are known at start; no need to watch CRDs (and no RBAC for it).
     settings.scanning.disabled = True
     selector = f"{MANAGED_BY}=modelserve"
-    for resource in ("deployments", "services", "pods"):
+    for resource in ("deployments", "services", "pods", "horizontalpodautoscalers"):
         settings.watching.label_selectors[resource] = selector
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -143,6 +143,7 @@ _PRIMED_KINDS = (
     ("apps/v1", "Deployment", f"{MANAGED_BY}=modelserve"),
     ("v1", "Service", f"{MANAGED_BY}=modelserve"),
     ("v1", "Pod", f"{MANAGED_BY}=modelserve"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler", f"{MANAGED_BY}=modelserve"),
 )
 
 

@@ -41,6 +41,10 @@ def slim(kind: str, body: dict[str, Any]) -> dict[str, Any]:
     elif kind == "Deployment":
         out["spec"] = {"replicas": body.get("spec", {}).get("replicas")}
         out["status"] = body.get("status", {})
+    elif kind == "HorizontalPodAutoscaler":
+        # spec: which Deployment it scales; status: replicas, metrics, conditions.
+        out["spec"] = body.get("spec", {})
+        out["status"] = body.get("status", {})
     else:
         out["status"] = body.get("status", {})
     return out
