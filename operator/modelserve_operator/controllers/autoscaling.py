@@ -27,6 +27,8 @@ API_VERSIONS = {HPA: "autoscaling/v2", SCALED_OBJECT: "keda.sh/v1alpha1"}
 MD = "ModelDeployment"
 # Where KEDA's own HPA for a ScaledObject lives (KEDA names it so).
 KEDA_HPA_PREFIX = "keda-hpa-"
+# Field manager that holds a Deployment's replicas while they pass to the autoscaler.
+HANDOVER_MANAGER = "modelserve-handover-to-autoscaler"
 # HPA reasons that are not trouble: the target was scaled to zero on purpose.
 _BENIGN_INACTIVE = ("ScalingDisabled",)
 
@@ -49,13 +51,44 @@ async def _remove(ctx: Context, kind: str, namespace: str, name: str) -> None:
     await ctx.delete(API_VERSIONS[kind], kind, namespace, name)
 
 
+def _scale_target(obj: dict[str, Any] | None) -> str | None:
+    return (((obj or {}).get("spec") or {}).get("scaleTargetRef") or {}).get("name")
+
+
+async def _hand_over(ctx: Context, namespace: str, deployment: dict[str, Any],
+                     spec: ModelDeploymentSpec) -> None:
+    """Keep the Deployment's current replicas while the operator lets go of the field.
+
+    The operator renders an autoscaled Deployment without `replicas`. Where the operator
+    was the field's only manager (a promoted canary, or autoscaling just turned on),
+    server-side apply would then *remove* it and the Deployment would fall back to one
+    replica before the HPA reacts. Applying the current count once under a manager of
+    its own first (the hand-over the Kubernetes server-side apply docs describe) keeps
+    it; the HPA takes the field over with its next scale.
+    """
+    replicas = (deployment.get("spec") or {}).get("replicas")
+    scaling = spec.autoscaling
+    if replicas is None or scaling is None:
+        return
+    replicas = min(max(replicas, scaling.min_replicas, 1), scaling.max_replicas)
+    meta = deployment["metadata"]
+    log.info("%s/%s: handing %s replicas over to the autoscaler", namespace, meta["name"],
+             replicas)
+    await ctx.kube.apply({"apiVersion": "apps/v1", "kind": "Deployment",
+                          "metadata": {"name": meta["name"], "namespace": namespace},
+                          "spec": {"replicas": replicas}}, field_manager=HANDOVER_MANAGER)
+
+
 async def ensure_autoscaler(ctx: Context, meta: Meta, spec: ModelDeploymentSpec,
                             stable_deployment: str) -> None:
     """Apply the HPA or ScaledObject scaling `stable_deployment`; delete ours when off.
 
-    The autoscaler always targets the stable revision's Deployment. Re-pointing it on
-    promotion is one apply of a changed scaleTargetRef: the HPA reads the new target's
-    current replicas and carries on from there.
+    Call it before the Deployments are applied: when the autoscaler is (re-)pointed at
+    a Deployment it first hands that Deployment's replicas over (see `_hand_over`). The
+    autoscaler always targets the stable revision's Deployment, so on promotion it is
+    re-pointed by one apply of a changed scaleTargetRef and carries on from the new
+    target's replicas. It waits for the Deployment to exist, so an HPA never reports a
+    missing target.
     """
     namespace, name = meta.namespace, service_name(meta.name)
     previous = _previous_provider(ctx.store, namespace, meta.name)
@@ -65,17 +98,24 @@ async def ensure_autoscaler(ctx: Context, meta: Meta, spec: ModelDeploymentSpec,
         if previous == "keda":
             await _remove(ctx, SCALED_OBJECT, namespace, name)
         return
+    target = ctx.store.get("Deployment", namespace, stable_deployment)
+    if target is None:
+        return  # the reconcile creates it now; its watch event brings us back
     if scaling.provider == "keda":
         if not ctx.prometheus_url:
             raise ValueError(
                 "spec.autoscaling.provider keda needs the operator's Prometheus URL "
                 "(--prometheus-url / Helm value prometheus.url) for its triggers")
         await _remove(ctx, HPA, namespace, name)
+        if _scale_target(ctx.store.get(SCALED_OBJECT, namespace, name)) != stable_deployment:
+            await _hand_over(ctx, namespace, target, spec)
         await ctx.ensure(SCALED_OBJECT, render_scaled_object(
             meta, spec, stable_deployment, ctx.prometheus_url))
         return
     if previous == "keda":
         await _remove(ctx, SCALED_OBJECT, namespace, name)
+    if _scale_target(ctx.store.get(HPA, namespace, name)) != stable_deployment:
+        await _hand_over(ctx, namespace, target, spec)
     await ctx.ensure(HPA, render_hpa(meta, spec, stable_deployment))
 
 

@@ -137,14 +137,18 @@ class Kube:
                                      verb="list", kind=kind, params=params)
         return (result or {}).get("items", [])
 
-    async def apply(self, obj: dict[str, Any]) -> dict[str, Any] | None:
-        """Server-side apply as `modelserve-operator`, taking over fields we declare."""
+    async def apply(self, obj: dict[str, Any], field_manager: str = FIELD_MANAGER,
+                    ) -> dict[str, Any] | None:
+        """Server-side apply as `modelserve-operator`, taking over fields we declare.
+
+        Another `field_manager` is for handing a field over (see controllers.autoscaling).
+        """
         meta = obj["metadata"]
         path = object_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
         return await self._request(
             "PATCH", path, verb="apply", kind=obj["kind"], body=obj,
             content_type="application/apply-patch+yaml",
-            params={"fieldManager": FIELD_MANAGER, "force": "true"},
+            params={"fieldManager": field_manager, "force": "true"},
         )
 
     async def patch_status(self, api_version: str, kind: str, namespace: str, name: str,
