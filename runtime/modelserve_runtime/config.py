@@ -54,6 +54,8 @@ class Settings:
     instances: int = 0
     # Server processes sharing the port (see supervisor.py); 1: this process serves.
     workers: int = 1
+    # With workers: 1 = one engine process owns the model, workers only do HTTP.
+    engine_process: int = 0
 
 
 # flag name, env var, type, Settings field
@@ -81,6 +83,7 @@ _OPTIONS: list[tuple[str, str, type, str]] = [
     ("--outputs", "MODELSERVE_OUTPUTS", str, "outputs"),
     ("--instances", "MODELSERVE_INSTANCES", int, "instances"),
     ("--workers", "MODELSERVE_WORKERS", int, "workers"),
+    ("--engine-process", "MODELSERVE_ENGINE_PROCESS", int, "engine_process"),
 ]
 
 

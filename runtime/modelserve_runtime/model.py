@@ -71,6 +71,9 @@ class Model:
         self.batcher.start()
         self.ready = True
 
+    def close(self) -> None:
+        self.backend.close()
+
     def metadata(self) -> dict[str, object]:
         return {
             "name": self.name,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import faulthandler
+import inspect
 import json
 import logging
 import os
@@ -65,7 +66,13 @@ class RuntimeServer:
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.model = Model(settings, create_backend(settings), self.metrics)
+        if os.environ.get("MODELSERVE_ROLE") == "worker":
+            from .engine import RemoteModel
+
+            socket_path = os.environ["MODELSERVE_ENGINE_SOCKET"]
+            self.model: Model = RemoteModel(settings, self.metrics, socket_path)
+        else:
+            self.model = Model(settings, create_backend(settings), self.metrics)
         keys_file = settings.api_keys_file
         self.api_keys = ApiKeys.from_file(keys_file) if keys_file else None
         self.draining = False
@@ -312,7 +319,9 @@ async def serve(settings: Settings) -> int:
             log.exception("model %s failed to load", settings.model_name)
             await runner.cleanup()
             return 1
-        server.model.start_batching()
+        started = server.model.start_batching()
+        if inspect.isawaitable(started):
+            await started
         log.info("ready: model %s version %s", settings.model_name, settings.model_version)
         await stopped
 
@@ -331,7 +340,7 @@ async def serve(settings: Settings) -> int:
     await runner.cleanup()
     if server.audit is not None:
         server.audit.flush()
-    server.model.backend.close()
+    server.model.close()
     log.info("drained; exiting")
     return 0
 
@@ -351,10 +360,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"modelserve-runtime: {exc}", file=sys.stderr)
         return 2
     _configure_logging(settings.log_level)
-    if settings.workers > 1:
+    role = os.environ.get("MODELSERVE_ROLE")
+    if role == "engine":
+        from .engine import run_engine
+
+        return run_engine(settings, os.environ["MODELSERVE_ENGINE_SOCKET"])
+    if settings.workers > 1 and role is None:
         from .supervisor import supervise
 
-        return supervise(list(sys.argv[1:] if argv is None else argv), settings.workers)
+        argv_list = list(sys.argv[1:] if argv is None else argv)
+        return supervise(argv_list, settings.workers, bool(settings.engine_process))
     # `kill -USR1 <pid>` dumps every thread's stack to stderr: a hung pod explains itself.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     # The event loop thread holds the GIL almost all the time under load; with Python's

@@ -39,7 +39,7 @@ def _strip_workers(argv: list[str]) -> list[str]:
     return out
 
 
-def supervise(argv: list[str], workers: int) -> int:
+def supervise(argv: list[str], workers: int, engine_process: bool = False) -> int:
     metrics_dir = tempfile.mkdtemp(prefix="modelserve-metrics-")
     env = dict(
         os.environ,
@@ -48,7 +48,13 @@ def supervise(argv: list[str], workers: int) -> int:
         MODELSERVE_WORKERS="1",
     )
     cmd = [sys.executable, "-m", "modelserve_runtime.server", *_strip_workers(argv)]
-    procs = [
+    procs = []
+    if engine_process:
+        # One engine owns the model; workers parse HTTP and hand tensors over (engine.py).
+        env["MODELSERVE_ENGINE_SOCKET"] = os.path.join(metrics_dir, "engine.sock")
+        procs.append(subprocess.Popen(cmd, env=dict(env, MODELSERVE_ROLE="engine")))
+        env["MODELSERVE_ROLE"] = "worker"
+    procs += [
         subprocess.Popen(cmd, env=dict(env, MODELSERVE_WORKER_ID=str(i))) for i in range(workers)
     ]
     log.info("started %d workers: %s", workers, [p.pid for p in procs])

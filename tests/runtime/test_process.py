@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import Server, free_port, start_server, stop_server
+from .conftest import Server, expected, free_port, start_server, stop_server
 
 KEY = "k-3f9a1c7e5b"
 
@@ -172,3 +172,31 @@ def test_workers_share_the_port_and_aggregate_metrics(tiny_model: Path, tmp_path
     finally:
         assert stop_server(srv) == 0
     assert srv.stderr_path.read_text().count("drained; exiting") == 2
+
+
+def test_engine_process_serves_through_shared_memory(tiny_model: Path, tmp_path: Path) -> None:
+    srv = start_server(tmp_path, tiny_model, "--workers", "2", "--engine-process", "1")
+    try:
+        while srv.stderr_path.read_text().count("ready: model") < 2:
+            assert srv.proc.poll() is None, srv.stderr_path.read_text()
+            time.sleep(0.05)
+        rng = np.random.default_rng(7)
+        for rows in (1, 3, 4, 8):  # 8 rows exceed a shared-memory slot: sent inline
+            x = rng.standard_normal((rows, 4)).astype(np.float32)
+            resp = srv.infer_json(x)
+            assert resp.status == 200, resp.body
+            outs = {
+                o["name"]: np.array(o["data"], np.float32).reshape(o["shape"])
+                for o in resp.json()["outputs"]
+            }
+            for name, want in expected(x).items():
+                np.testing.assert_allclose(outs[name], want, rtol=1e-5, atol=1e-6)
+        bad = srv.infer_json(np.ones((1, 5), np.float32))
+        assert bad.status == 400 and "model expects [-1, 4]" in bad.json()["error"]
+        text = srv.request("GET", "/metrics").body.decode()
+        assert 'modelserve_requests_total{model="tiny",status="200",version="1"} 4.0' in text
+        assert 'modelserve_batch_size_count{model="tiny"} 4.0' in text  # counted by the engine
+    finally:
+        assert stop_server(srv) == 0
+    log = srv.stderr_path.read_text()
+    assert log.count("drained; exiting") == 3 and "Traceback" not in log
