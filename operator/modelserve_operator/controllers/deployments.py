@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from modelserve_operator import API_VERSION
 from modelserve_operator.api import ModelDeploymentSpec, ModelVersionSpec
-from modelserve_operator.controllers import history, metrics, rollout_analysis
+from modelserve_operator.controllers import autoscaling, history, metrics, rollout_analysis
 from modelserve_operator.controllers.conditions import Problem, pod_problem
 from modelserve_operator.controllers.context import Context, utcnow
 from modelserve_operator.controllers.plan import Inputs, Plan, plan
@@ -143,7 +143,12 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
         now=now, analysis=verdict.passed if verdict else None,
         analysis_message=verdict.message if verdict else ""))
 
+    # The autoscaler first: re-pointing it hands the stable's replicas over before the
+    # Deployment is applied without them.
+    await autoscaling.ensure_autoscaler(ctx, meta, spec,
+                                        deployment_name(name, decided.stable, "stable"))
     await _apply(ctx, md, meta, spec, decided, mv_name, version, seen, now)
+    scaling_problem, scaling_fields = autoscaling.autoscaler_status(ctx.store, namespace, name)
     seen = Observation(ctx, namespace, name)  # our applies updated the store
     stable_dep = seen.deployments.get(decided.stable)
     fallback_active = _fallback_active(spec, seen, decided)
@@ -163,7 +168,8 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
         generation, status, utcnow(), decided.stable_replicas, revision=decided.stable,
         model_version=decided.stable_version, deployment=stable_dep,
         older_serving=sum(seen.ready(r) for r in seen.deployments if r != decided.stable),
-        pod_problem=None if done else pod_problem(pods, gpu_resource(version)),
+        pod_problem=(None if done else pod_problem(pods, gpu_resource(version)))
+        or scaling_problem,
         rollout_problem=decided.problem, progressing=decided.progressing,
         deadline_exceeded=exceeded,
         endpoint=endpoint_url(name, namespace, ctx.settings), selector=_selector(name),
@@ -172,7 +178,8 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
                                spec.revision_history_limit,
                                aborted=(decided.aborted, decided.canary_version or "")
                                if decided.aborted else None),
-        extra=_rollout_fields(spec, decided, analysis_status, fallback_active),
+        extra={**_rollout_fields(spec, decided, analysis_status, fallback_active),
+               **scaling_fields},
     )
     await _report(ctx, md, observed)
     if decided.previous_retire_at:
