@@ -14,6 +14,7 @@ import pytest
 
 from e2e.kube import Kubectl
 from e2e.operator_process import OperatorProcess
+from e2e.runtime_metrics import RuntimePrometheus
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 HACK = ROOT / "hack"
@@ -58,6 +59,14 @@ def operator(kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Oper
     yield process
     process.stop()
     assert not process.tracebacks(), process.logs()[-5000:]
+
+
+@pytest.fixture(scope="session")
+def runtime_prometheus(tmp_path_factory: pytest.TempPathFactory) -> RuntimePrometheus:
+    """A real Prometheus scraping runtime-format request counters the test controls."""
+    stack = RuntimePrometheus(tmp_path_factory.mktemp("runtime-prometheus"))
+    yield stack
+    stack.stop()
 
 
 @pytest.hookimpl(hookwrapper=True)

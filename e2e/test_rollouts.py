@@ -188,3 +188,48 @@ def test_fallback_takes_traffic_while_primary_is_down(kubectl, namespace, operat
     reasons = kubectl.run("get", "events", "-n", namespace, "-o",
                           "jsonpath={.items[*].reason}").stdout.split()
     assert "FallbackActive" in reasons and "FallbackReleased" in reasons
+
+
+ERROR_RATE = (
+    'sum(rate(modelserve_requests_total{namespace="{{namespace}}",model="{{deployment}}",'
+    'version="{{version}}",status=~"5.."}[10s])) / sum(rate(modelserve_requests_total{'
+    'namespace="{{namespace}}",model="{{deployment}}",version="{{version}}"}[10s]))')
+
+
+def analysed_rollout(prometheus_url: str) -> dict:
+    return {"strategy": "Canary",
+            "canary": {"steps": [{"setWeight": 25}, {"analysis": {"metrics": ["error-rate"]}},
+                                 {"setWeight": 100}]},
+            "analysis": {"metrics": [{"name": "error-rate", "max": 0.05, "interval": "2s",
+                                      "count": 3, "failureLimit": 0,
+                                      "prometheus": {"address": prometheus_url,
+                                                     "query": ERROR_RATE}}]}}
+
+
+def test_analysis_failure_rolls_back_and_success_promotes(kubectl, namespace, operator,
+                                                          runtime_prometheus):
+    exporter = runtime_prometheus.exporter
+    rollout = analysed_rollout(runtime_prometheus.url)
+    # The bad version answers 40% of its requests with 500s; the good one none.
+    exporter.set_rates(namespace, "a", "bad", ok=6, errors=4)
+    exporter.set_rates(namespace, "a", "good", ok=10, errors=0)
+    kubectl.apply([version("stable"), version("bad"), version("good"),
+                   deployment("a", "stable", replicas=4, rollout=rollout)], namespace)
+    wait_phase(kubectl, namespace, "a", "Ready")
+    kubectl.run("wait", "--for=condition=Ready", "pods", "--all", "-n", namespace)
+
+    kubectl.apply(deployment("a", "bad", replicas=4, rollout=rollout), namespace)
+    st = eventually(lambda: condition(s := status(kubectl, namespace, "a"), "Degraded")
+                    == ("True", "AnalysisFailed") and s, timeout=90, what="analysis failure")
+    assert st["revision"] == 1 and st["abortedRevision"] == 2
+    message = next(c["message"] for c in st["conditions"] if c["type"] == "Degraded")
+    assert "error-rate" in message
+    failed = [m for m in st["analysis"]["measurements"] if not m["passed"]]
+    assert failed and failed[-1]["value"] > 0.05
+    eventually(lambda: replicas(kubectl, namespace, "a-r2") in (0, None), what="canary at 0")
+    assert kubectl.get("svc", "a", namespace)["spec"]["selector"]["modelserve.io/revision"] == "1"
+
+    kubectl.apply(deployment("a", "good", replicas=4, rollout=rollout), namespace)
+    st = wait_status(kubectl, namespace, "a", revision=3, phase="Ready", timeout=120)
+    assert all(m["passed"] for m in st.get("analysis", {}).get("measurements", [])) or \
+        "analysis" not in st

@@ -50,7 +50,8 @@ async def run(ctx: Context, md: dict[str, Any], spec: ModelDeploymentSpec,
     verdict = judge(metrics, taken, now)
     meta = md["metadata"]
     values = {"namespace": meta["namespace"], "deployment": meta["name"],
-              "revision": str(target), "canary": deployment_name(meta["name"], target, "canary"),
+              "revision": str(target), "version": status.get("canaryModelVersion") or "",
+              "canary": deployment_name(meta["name"], target, "canary"),
               "stable_revision": str(status.get("revision") or ""),
               "stable": deployment_name(meta["name"], status.get("revision") or 0, "stable")}
     for metric in (m for m in metrics if m.name in verdict.due):

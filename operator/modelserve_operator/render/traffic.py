@@ -62,7 +62,13 @@ class ServiceProvider:
 
     def render(self, md: Meta, spec: ModelDeploymentSpec, split: Split,
                settings: RenderSettings) -> list[dict[str, Any]]:
-        return [render_service(md, settings, "fallback" if split.fallback else "primary")]
+        service = render_service(md, settings, "fallback" if split.fallback else "primary")
+        if not split.fallback and split.canary_revision is None:
+            # Only the stable revision: a previous stable kept up for a fast rollback (or
+            # a canary scaled to zero) must not take user traffic. During a canary both
+            # revisions match, and the replica ratio is the split.
+            service["spec"]["selector"][labels.REVISION] = str(split.stable_revision)
+        return [service]
 
 
 class GatewayApiProvider:
