@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import mmap
 import os
 import pickle
 import signal
@@ -60,6 +61,17 @@ def _row_bytes(specs: list[TensorSpec]) -> int:
             continue  # BYTES always travel inline
         total += dtype.itemsize * math.prod(d if d > 0 else 1 for d in spec.shape[1:])
     return total
+
+
+def _prefault(buf: memoryview, write: bool = False) -> None:
+    """Touch every page of the arena once, up front. Otherwise each process takes a page
+    fault per 4 KiB the first time it reads a slot: for ResNet-sized inputs thousands per
+    batch, measured as a batch running ~3x slower in the engine than raw."""
+    pages = np.frombuffer(buf, np.uint8)[:: mmap.PAGESIZE]
+    if write:
+        pages[:] = 0
+    else:
+        int(pages.sum())
 
 
 # --- engine side -------------------------------------------------------------------
@@ -123,6 +135,7 @@ class EngineServer:
             # unlink it when the engine exits (Python < 3.13 has no track=False).
             with contextlib.suppress(Exception):
                 resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
+            _prefault(shm.buf)
             while True:
                 try:
                     msg = await _read_frame(reader)
@@ -233,6 +246,7 @@ class RemoteModel(Model):
         out_bytes = _row_bytes(backend.outputs) * self.slot_rows
         self.slot_bytes = max(64, self.in_bytes + out_bytes)
         self.shm = shared_memory.SharedMemory(create=True, size=self.slot_bytes * self.slots)
+        _prefault(self.shm.buf, write=True)
         self._free = list(range(self.slots))
         sock.sendall(_frame({"shm": self.shm.name}))
         self._sock = sock
