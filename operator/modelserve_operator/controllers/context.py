@@ -18,6 +18,9 @@ from modelserve_operator.render import RenderSettings
 log = logging.getLogger("modelserve.operator")
 
 APPLIED_HASH = "modelserve.io/applied-hash"
+# Kinds the operator's watches keep in the store (handlers.py).
+WATCHED = frozenset({"ModelDeployment", "ModelVersion", "Deployment", "Service", "Pod",
+                     "HorizontalPodAutoscaler"})
 TEMPLATE_HASH = "modelserve.io/template-hash"
 
 
@@ -36,6 +39,9 @@ class Context:
     queue: WorkQueue
     settings: RenderSettings
     prometheus_url: str | None = None
+    # Once the store holds a full listing (and every watch event since), a miss means the
+    # object does not exist: no read is needed before creating it.
+    primed: bool = False
     instance: str = field(default_factory=lambda: os.environ.get("HOSTNAME", "local"))
 
     async def ensure(self, kind: str, obj: dict[str, Any]) -> bool:
@@ -49,7 +55,8 @@ class Context:
         meta.setdefault("annotations", {})[APPLIED_HASH] = digest
         ns, name = meta.get("namespace", ""), meta["name"]
         live = self.store.get(kind, ns, name)
-        if live is None:  # not seen by a watch (yet): one read before writing
+        if live is None and (not self.primed or kind not in WATCHED):
+            # Not listed yet, or a kind no watch feeds (HTTPRoute …): one read first.
             found = await self.kube.get(obj["apiVersion"], kind, ns, name)
             live = self.store.upsert(kind, found) if found else None
         if live and live["metadata"].get("annotations", {}).get(APPLIED_HASH) == digest:
