@@ -84,6 +84,15 @@ def operator_owns_replicas(dep: dict) -> bool:
     return False
 
 
+def scaled_down(kubectl: Kubectl, namespace: str, name: str) -> list[str]:
+    """The Deployment controller's "Scaled down replica set" Events for `name`."""
+    events = json.loads(kubectl.run(
+        "get", "events", "-n", namespace, "-o", "json",
+        "--field-selector", f"involvedObject.name={name}").stdout)["items"]
+    return sorted(f"{e.get('message')} x{e.get('count', 1)}" for e in events
+                  if "Scaled down" in e.get("message", ""))
+
+
 def test_gpu_utilisation_scales_up_then_down(kubectl, namespace, operator, metrics):
     kubectl.apply([version("v1"), autoscaled("llm", "v1")], namespace)
     metrics.exporter.set_load(namespace, "llm", 30)
@@ -176,6 +185,7 @@ def test_canary_while_scaling_leaves_no_orphaned_replicas(
               f"canary {canary} = ceil({grown} x 50%)")
 
         # Promotion re-points the HPA at the new stable, which keeps its pods.
+        downs_before = scaled_down(kubectl, namespace, "m-r2")
         modelserve(kubectl, "promote", "m", "-n", namespace)
         wait_status(kubectl, namespace, "m", timeout=90, revision=2, phase="Ready")
         hpa = eventually(lambda: (h := kubectl.get("hpa", "m", namespace))["spec"][
@@ -198,12 +208,9 @@ def test_canary_while_scaling_leaves_no_orphaned_replicas(
             return True
         eventually(no_orphans, timeout=120, what="only the new stable's pods, as the HPA wants")
 
-        # The hand-over kept the promoted Deployment's pods: never scaled down to 1.
-        events = json.loads(kubectl.run(
-            "get", "events", "-n", namespace, "-o", "json",
-            "--field-selector", "involvedObject.name=m-r2").stdout)["items"]
-        downs = [e["message"] for e in events if "Scaled down" in e.get("message", "")]
-        assert not downs, downs
+        # The hand-over kept the promoted Deployment's pods: not scaled down to 1 (or at
+        # all: the load only grew) since the promotion.
+        assert scaled_down(kubectl, namespace, "m-r2") == downs_before
     finally:
         metrics.exporter.clear(namespace, "m")
 
@@ -237,3 +244,13 @@ def test_every_dcgm_label_variant_reaches_the_hpa_metric_and_the_keda_query(
     finally:
         for name in ("va", "vb", "vc"):
             metrics.exporter.clear(namespace, name)
+
+
+def test_scale_to_zero_needs_keda(kubectl, namespace):
+    md = deployment("zero", "v1", autoscaling={"minReplicas": 0, "maxReplicas": 2})
+    result = kubectl.run("apply", "--dry-run=server", "-n", namespace, "-f", "-",
+                         stdin=json.dumps(md), check=False)
+    assert result.returncode != 0
+    assert "spec.autoscaling.minReplicas 0 needs provider keda" in result.stderr
+    md["spec"]["autoscaling"]["provider"] = "keda"
+    kubectl.run("apply", "--dry-run=server", "-n", namespace, "-f", "-", stdin=json.dumps(md))
