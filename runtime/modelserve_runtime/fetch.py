@@ -47,20 +47,23 @@ def fetch(uri: str, dest: pathlib.Path, sha256: str | None) -> str:
                     length = response.headers.get("Content-Length")
                     size = _copy(response, handle, digest, int(length) if length else None)
             elif scheme == "file":
-                with open(uri[len("file://"):], "rb") as source:
+                with open(uri[len("file://") :], "rb") as source:
                     size = _copy(source, handle, digest, None)
             else:
                 raise SystemExit(
                     f"fetch: {scheme}:// is not supported by this runtime image yet; serve the "
-                    f"model from a PVC (pvc://claim/path) or over https")
+                    f"model from a PVC (pvc://claim/path) or over https"
+                )
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
     actual = digest.hexdigest()
     if sha256 and actual != sha256.lower():
         tmp.unlink(missing_ok=True)
-        raise SystemExit(f"fetch: SHA-256 mismatch for {uri}: expected {sha256}, got {actual}; "
-                         f"refusing to serve it (check spec.model.sha256 of the ModelVersion)")
+        raise SystemExit(
+            f"fetch: SHA-256 mismatch for {uri}: expected {sha256}, got {actual}; "
+            f"refusing to serve it (check spec.model.sha256 of the ModelVersion)"
+        )
     os.replace(tmp, dest)
     print(f"fetch: {uri} -> {dest} ({size} bytes, sha256 {actual})", flush=True)
     return actual
@@ -78,6 +81,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-
