@@ -204,6 +204,17 @@ def test_rendered_chart_passes_server_side_validation(kubectl, values, tmp_path)
         kubectl.run("delete", "namespace", namespace, "--wait=false", check=False)
 
 
+def test_argocd_example_models_validate(kubectl, tmp_path):
+    namespace = f"argocd-example-{uuid.uuid4().hex[:5]}"
+    kubectl.run("create", "namespace", namespace)
+    try:
+        result = kubectl.run("apply", "--dry-run=server", "-n", namespace, "-f",
+                             str(ROOT / "examples" / "argocd" / "models"))
+        assert result.stdout.count("(server dry run)") == 2, result.stdout
+    finally:
+        kubectl.run("delete", "namespace", namespace, "--wait=false", check=False)
+
+
 # --- apply -> Ready under the chart's identity ----------------------------------------------
 
 def test_models_serve_under_the_charts_identity(kubectl, release, tmp_path):
