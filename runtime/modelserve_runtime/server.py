@@ -354,6 +354,15 @@ def _configure_logging(level: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`modelserve-runtime [serve] [flags]` serves; `modelserve-runtime fetch …` is the
+    init container that downloads and verifies the model (the operator renders both)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["fetch"]:
+        from .fetch import main as fetch_main
+
+        return fetch_main(argv[1:])
+    if argv[:1] == ["serve"]:
+        argv = argv[1:]
     try:
         settings = load_settings(argv)
     except ConfigError as exc:
@@ -368,8 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings.workers > 1 and role is None:
         from .supervisor import supervise
 
-        argv_list = list(sys.argv[1:] if argv is None else argv)
-        return supervise(argv_list, settings.workers, bool(settings.engine_process))
+        return supervise(argv, settings.workers, bool(settings.engine_process))
     # `kill -USR1 <pid>` dumps every thread's stack to stderr: a hung pod explains itself.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     # The event loop thread holds the GIL almost all the time under load; with Python's

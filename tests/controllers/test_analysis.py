@@ -32,8 +32,14 @@ def test_passes_after_count_measurements_within_the_failure_limit():
 
 
 def test_fails_beyond_the_failure_limit():
-    v = judge([METRIC], [m(0.2, 0), m(None, 10)], 20)
-    assert v.passed is False and "no data" in v.message and "failureLimit 1" in v.message
+    v = judge([METRIC], [m(0.2, 0), m(0.3, 10)], 20)
+    assert v.passed is False and "0.3" in v.message and "failureLimit 1" in v.message
+
+
+def test_no_data_is_retried_then_fails():
+    assert judge([METRIC], [m(None, 0), m(None, 10)], 20).passed is None
+    v = judge([METRIC], [m(None, 0), m(None, 10), m(None, 20)], 30)
+    assert v.passed is False and "no data" in v.message
 
 
 def test_bounds():

@@ -28,3 +28,12 @@ def test_digest_mismatch_refuses_and_leaves_nothing(tmp_path):
 def test_unsupported_scheme_says_what_to_do(tmp_path):
     with pytest.raises(SystemExit, match="pvc://"):
         fetch("s3://bucket/model.onnx", tmp_path / "m.onnx", None)
+
+
+def test_entrypoint_dispatches_fetch(tmp_path):
+    from modelserve_runtime.server import main
+
+    source = tmp_path / "m.onnx"
+    source.write_bytes(b"x")
+    assert main(["fetch", "--uri", f"file://{source}", "--dest", str(tmp_path / "d/m.onnx")]) == 0
+    assert (tmp_path / "d/m.onnx").read_bytes() == b"x"

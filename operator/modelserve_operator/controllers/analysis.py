@@ -3,8 +3,9 @@ takes one.
 
 A step's metrics are measured every `interval`, `count` times; a metric fails the step
 once more than `failureLimit` of its measurements are out of bounds. A query that
-returns no data counts as a failed measurement: a canary that serves nothing must not
-pass (add `or vector(0)` to a query where no data means zero).
+returns no data is retried at the next interval (a canary that just started has few
+samples); `count` answers of no data fail the step, so a canary that serves nothing
+cannot pass (add `or vector(0)` to a query where no data means zero).
 """
 
 from __future__ import annotations
@@ -35,16 +36,19 @@ def judge(metrics: list[AnalysisMetric], measurements: list[dict[str, Any]],
     pending: list[str] = []
     for metric in metrics:
         taken = [m for m in measurements if m["metric"] == metric.name]
-        failures = [m for m in taken if not m["passed"]]
+        valued = [m for m in taken if m.get("value") is not None]
+        failures = [m for m in valued if not m["passed"]]
         if len(failures) > metric.failure_limit:
-            last = failures[-1].get("value")
-            shown = "no data" if last is None else f"{last:g}"
-            return Verdict(False, f"{metric.name} = {shown} is out of bounds "
+            return Verdict(False, f"{metric.name} = {failures[-1]['value']:g} is out of bounds "
                                   f"({_bounds(metric)}) {len(failures)} time(s), more than "
                                   f"failureLimit {metric.failure_limit}")
-        if len(taken) >= metric.count:
+        if len(taken) - len(valued) >= metric.count:
+            return Verdict(False, f"{metric.name}: the query returned no data "
+                                  f"{len(taken) - len(valued)} times; check "
+                                  f"spec.rollout.analysis.metrics[].prometheus.query")
+        if len(valued) >= metric.count:
             continue
-        pending.append(f"{metric.name} {len(taken)}/{metric.count}")
+        pending.append(f"{metric.name} {len(valued)}/{metric.count}")
         last_at = max((m["at"] for m in taken), default=None)
         if last_at is None or now - last_at >= parse_duration(metric.interval):
             due.append(metric.name)

@@ -178,7 +178,8 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
                                spec.revision_history_limit,
                                aborted=(decided.aborted, decided.canary_version or "")
                                if decided.aborted else None),
-        extra={**_rollout_fields(spec, decided, analysis_status, fallback_active),
+        extra={**_rollout_fields(spec, decided, analysis_status or _kept_analysis(
+                   status, decided), fallback_active),
                **scaling_fields},
     )
     await _report(ctx, md, observed)
@@ -188,6 +189,14 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
         return decided.requeue
     if not done and not exceeded and started is not None:
         return max(1.0, started + spec.rollout.progress_deadline_seconds - now + 1)
+    return None
+
+
+def _kept_analysis(status: dict[str, Any], p: Plan) -> dict[str, Any] | None:
+    """The last analysis stays in status while its canary runs or after it failed it."""
+    analysis = status.get("analysis")
+    if analysis and analysis.get("revision") in (p.canary, p.aborted):
+        return analysis
     return None
 
 
