@@ -87,7 +87,14 @@ def _contract_env(md_name: str, version_name: str, version: ModelVersionSpec,
         str(settings.port),
         CACHE_DIR,
     )
-    return [{"name": n, "value": v} for n, v in zip(CONTRACT_ENV, values, strict=True)]
+    env = [{"name": n, "value": v} for n, v in zip(CONTRACT_ENV, values, strict=True)]
+    if runtime.input_shapes:
+        # TorchScript carries no signature: the runtime needs the inputs spelled out.
+        specs = [{"name": i.name, "datatype": i.datatype or "FP32", "shape": i.shape}
+                 for i in runtime.input_shapes]
+        env.append({"name": "MODELSERVE_INPUTS",
+                    "value": json.dumps(specs, separators=(",", ":"))})
+    return env
 
 
 # Overridable: libraries (CUDA, torch, huggingface) write caches under $HOME, which the
@@ -147,11 +154,15 @@ def _volumes(version: ModelVersionSpec, pod: PodOverrides) -> tuple[list, list, 
         model.model_volume(version.model),
         {"name": "tmp", "emptyDir": {}},
         {"name": "cache", "emptyDir": {}},
+        # Shared memory for the runtime's engine process and PyTorch's tensor sharing;
+        # the container default (64 MiB) is smaller than one worker's batch buffers.
+        {"name": "shm", "emptyDir": {"medium": "Memory"}},
     ]
     runtime_mounts = [
         {"name": model.MODEL_VOLUME, "mountPath": model.MODEL_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "cache", "mountPath": CACHE_DIR},
+        {"name": "shm", "mountPath": "/dev/shm"},
     ]
     user_mounts = pod.volume_mounts or []
     volumes = merge.merge_named(ours, pod.volumes)
