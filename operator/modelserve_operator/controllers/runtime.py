@@ -99,6 +99,16 @@ def _start() -> None:
     STATE.elector = leader.LeaderElector(STATE.config.leader_election, _kube_after_login,
                                          on_started=STATE.queue.start, on_lost=_leadership_lost)
     STATE.election = asyncio.create_task(STATE.elector.run())
+    STATE.election.add_done_callback(_election_ended)
+
+
+def _election_ended(task: asyncio.Task[None]) -> None:
+    """The elector runs for the life of the process; if it ever stops (other than at
+    shutdown), this replica can no longer prove it leads: stop, as if the Lease were lost."""
+    if task.cancelled():
+        return
+    log.critical("leader election stopped unexpectedly: %r", task.exception())
+    _leadership_lost()
 
 
 async def _kube_after_login() -> Kube:
