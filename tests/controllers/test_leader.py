@@ -1,11 +1,15 @@
 """Lease decisions: one leader at a time, expiry on our own clock, transitions counted."""
 
+import asyncio
+import json
 from datetime import UTC, datetime
 
 import pytest
 
+from modelserve_operator.controllers.kube import ApiError
 from modelserve_operator.controllers.leader import (
     LeaderConfig,
+    LeaderElector,
     Observation,
     decide,
     lease_body,
@@ -112,3 +116,60 @@ def test_timings_must_nest(timings):
     with pytest.raises(ValueError, match="lease-duration > renew-deadline > retry-period"):
         LeaderConfig(namespace="ops", lease_duration=duration, renew_deadline=deadline,
                      retry_period=retry)
+
+
+class LeaseStore:
+    """The API server's behaviour for one Lease: create once, PUT only at the current
+    resourceVersion (a stale write is a 409), like the real one."""
+
+    def __init__(self):
+        self.lease = None
+        self.version = 0
+
+    async def get(self, api_version, kind, namespace, name):
+        return None if self.lease is None else json.loads(json.dumps(self.lease))
+
+    async def create(self, obj):
+        if self.lease is not None:
+            raise ApiError(409, '{"message": "already exists"}', "create")
+        return self._store(obj)
+
+    async def replace(self, obj):
+        if obj["metadata"].get("resourceVersion") != str(self.version):
+            raise ApiError(409, '{"message": "conflict"}', "replace")
+        return self._store(obj)
+
+    def _store(self, obj):
+        self.version += 1
+        self.lease = {**obj, "metadata": {**obj["metadata"],
+                                          "resourceVersion": str(self.version)}}
+        return json.loads(json.dumps(self.lease))
+
+
+def test_candidates_racing_for_one_lease_elect_exactly_one():
+    store = LeaseStore()
+
+    async def race():
+        started: list[str] = []
+        electors = []
+        for name in ("a", "b", "c"):
+            config = LeaderConfig(namespace="ops", identity=name, lease_duration=3,
+                                  renew_deadline=2, retry_period=0.01)
+
+            async def kube():
+                return store
+
+            electors.append(LeaderElector(config, kube, on_started=lambda n=name:
+                                          started.append(n), on_lost=lambda: None))
+        tasks = [asyncio.create_task(e.run()) for e in electors]
+        await asyncio.sleep(0.3)  # ~30 rounds each
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return started, electors
+
+    started, electors = asyncio.run(race())
+    assert len(started) == 1
+    assert [e.leading for e in electors].count(True) == 1
+    assert store.lease["spec"]["holderIdentity"] == started[0]
+    assert store.lease["spec"]["leaseTransitions"] == 0
