@@ -263,8 +263,15 @@ class MetricsStack:
                          "insecureSkipTLSVerify": True,
                          "groupPriorityMinimum": 100, "versionPriority": priority}})
         self.kubectl.apply(objects)
-        eventually(self._available, timeout=90,
-                   what=f"custom.metrics.k8s.io available\n{self.logs()}")
+        try:
+            eventually(self._available, timeout=90, what="custom.metrics.k8s.io available")
+        except AssertionError as error:
+            service = self.kubectl.run("get", "apiservice", "v1beta2.custom.metrics.k8s.io",
+                                       "-o", "yaml", check=False).stdout
+            raise AssertionError(
+                f"{error}\nThe API server must reach {address}:{self.adapter_port}; a cluster "
+                f"started before hack/cluster set --enable-aggregator-routing=true needs "
+                f"`hack/cluster down && hack/cluster up`.\n{service}\n{self.logs()}") from None
 
     def _available(self) -> bool:
         for version in API_VERSIONS:
