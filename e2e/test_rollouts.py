@@ -172,7 +172,8 @@ def test_fallback_takes_traffic_while_primary_is_down(kubectl, namespace, operat
                    deployment("f", "big", replicas=2,
                               fallback={"modelVersion": "small", "replicas": 1})], namespace)
     wait_phase(kubectl, namespace, "f", "Ready")
-    assert kubectl.get("deploy", "f-fallback", namespace)["status"]["readyReplicas"] == 1
+    eventually(lambda: kubectl.get("deploy", "f-fallback", namespace)["status"].get(
+        "readyReplicas") == 1, what="fallback warm")
     selector = lambda: kubectl.get("svc", "f", namespace)["spec"]["selector"]  # noqa: E731
     assert selector()["modelserve.io/pool"] == "primary"
 
