@@ -175,6 +175,7 @@ async def _prime(ctx: Context) -> None:
                     if STATE.store.get(kind, meta.get("namespace", ""), meta["name"]) is None:
                         STATE.store.upsert(kind, item)
         STATE.is_primed = True
+        ctx.primed = True
         log.info("store primed: %s", {k: STATE.store.count(k) for _, k, _ in _PRIMED_KINDS})
 
 
