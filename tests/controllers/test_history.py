@@ -41,3 +41,11 @@ def test_record_keeps_at_most_the_limit():
     for rev in range(1, 15):
         h = record(h, rev, f"v{rev}", f"t{rev:02d}", rolled_out=True, retired=[rev - 1], keep=10)
     assert len(h) == 10 and h[0]["revision"] == 14 and h[-1]["revision"] == 5
+
+
+def test_live_revisions_stay_listed_beyond_the_limit():
+    h = record([], 1, "v1", "t01", rolled_out=True, retired=[], keep=3)
+    for rev in range(2, 6):  # revision 1 stays scaled up as the previous stable
+        h = record(h, rev, f"v{rev}", f"t{rev:02d}", rolled_out=True, retired=[], keep=3,
+                   live=frozenset({1}))
+    assert [e["revision"] for e in h] == [5, 4, 1]

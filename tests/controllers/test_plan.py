@@ -87,3 +87,13 @@ def test_newer_version_replaces_a_running_canary():
     p = plan(inputs(status=st, target=3, ready={1: 3, 2: 1}))
     assert (p.canary, p.weight) == (3, 0)
     assert [e[0] for e in p.events] == ["CanaryAbandoned", "CanaryStarted"]
+
+
+def test_promote_full_survives_until_the_canary_is_full_size():
+    st = {"revision": 1, "canaryRevision": 2, "currentStep": 1, "canaryWeight": 25,
+          "control": {"promoteFull": True}}
+    p = plan(inputs(status=st, ready={1: 3, 2: 1}))
+    assert (p.canary_replicas, p.state.step, p.consumed_control) == (4, 2, True)
+    st = {**st, "currentStep": p.state.step, "control": None}
+    p = plan(inputs(status=st, ready={1: 3, 2: 4}))
+    assert (p.stable, p.canary) == (2, None)

@@ -177,7 +177,9 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
                                done or decided.canary is not None, retired,
                                spec.revision_history_limit,
                                aborted=(decided.aborted, decided.canary_version or "")
-                               if decided.aborted else None),
+                               if decided.aborted else None,
+                               live=frozenset(r for r in (decided.canary, decided.previous)
+                                              if r is not None)),
         extra={**_rollout_fields(spec, decided, analysis_status or _kept_analysis(
                    status, decided), fallback_active),
                **scaling_fields},

@@ -42,11 +42,13 @@ def next_revision(deployments: list[dict[str, Any]], history: list[dict[str, Any
 
 def record(history: list[dict[str, Any]], revision: int, model_version: str, now: str,
            rolled_out: bool, retired: list[int], keep: int,
-           aborted: tuple[int, str] | None = None) -> list[dict[str, Any]]:
+           aborted: tuple[int, str] | None = None,
+           live: frozenset[int] = frozenset()) -> list[dict[str, Any]]:
     """History after this reconcile, newest first, at most `keep` entries (min 1).
 
     The serving revision is always listed; `retired` revisions stopped serving now;
-    `aborted` is a (revision, ModelVersion) canary that was rolled back.
+    `aborted` is a (revision, ModelVersion) canary that was rolled back. Revisions in
+    `live` (a canary, a previous stable still scaled up) are listed beyond the limit.
     """
     entries = [dict(e) for e in history]
     current = next((e for e in entries if e["revision"] == revision), None)
@@ -72,4 +74,6 @@ def record(history: list[dict[str, Any]], revision: int, model_version: str, now
             entry.update(outcome="RolledBack", stoppedAt=entry.get("stoppedAt") or now)
     older = sorted((e for e in entries if e is not current),
                    key=lambda e: (e.get("startedAt", ""), e["revision"]), reverse=True)
-    return [current, *older][: max(keep, 1)]
+    room = max(keep, 1) - 1 - sum(1 for e in older if e["revision"] in live)
+    kept = [e for e in older if e["revision"] in live or (room := room - 1) >= 0]
+    return [current, *kept]

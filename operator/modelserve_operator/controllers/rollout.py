@@ -65,8 +65,8 @@ def advance(steps: list[CanaryStep], state: CanaryState, obs: Observations) -> D
     if obs.abort:
         return Decision("abort", state, 0, "Aborted",
                         f"canary revision {state.revision} aborted by a user request")
-    if obs.promote_full:
-        return Decision("promote", state, 100, "PromotedFull",
+    if obs.promote_full:  # every step counts as done, also for the reconciles that follow
+        return Decision("promote", replace(state, step=len(steps)), 100, "PromotedFull",
                         f"canary revision {state.revision} promoted by a user request",
                         consumed_promote=True)
     if obs.canary_restarts > 0:
