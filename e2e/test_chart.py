@@ -139,6 +139,10 @@ def release(kubectl: Kubectl, no_session_operator, tmp_path_factory):
                 "pod-security.kubernetes.io/warn=restricted")
     helm = Helm(kubectl.kubeconfig)
     helm.run("install", RELEASE, str(CHART), "-n", namespace)
+    # The pods are admitted under the restricted Pod Security Standard (kwok then marks
+    # them Running; the operator itself runs as a local process, below).
+    kubectl.run("rollout", "status", f"deployment/{RELEASE}-modelserve", "-n", namespace,
+                "--timeout=120s", timeout=150)
     settings = kubectl.get("configmap", f"{RELEASE}-modelserve-config", namespace)["data"]
     yield namespace, settings, helm
     helm.run("uninstall", RELEASE, "-n", namespace, check=False)
