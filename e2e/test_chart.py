@@ -285,6 +285,9 @@ def test_models_serve_under_the_charts_identity(kubectl, release, tmp_path):
         kubectl.apply(model("resnet", "v2", replicas=3, rollout=canary, traffic=traffic), app)
         pausing = md_when(kubectl, app, "resnet", "Progressing", canaryWeight=20)
         save_fixture("md-canary-pausing", pausing)
+        weight = f'modelserve_operator_canary_weight{{name="resnet",namespace="{app}"}}'
+        eventually(lambda: operator.metrics().get(weight) == 20, timeout=30,
+                   what="the canary weight on the operator's /metrics")
         assert health(pausing)[0] == "Progressing"
         kubectl.apply(model("resnet", "v2", replicas=3, traffic=traffic, rollout={
             "strategy": "Canary", "canary": {"steps": [{"setWeight": 20}, {"pause": {}}]}}),

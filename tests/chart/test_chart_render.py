@@ -98,7 +98,7 @@ def test_single_replica_without_leader_election(helm):
     [deployment] = by_kind(docs, "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert not [a for a in container["args"] if a.startswith("--leader-election")]
-    assert container["image"].startswith("ghcr.io/modelserve/modelserve@sha256:")
+    assert container["image"].startswith("ghcr.io/modelserve/operator@sha256:")
     assert "--plain-logs" in container["args"]
 
 

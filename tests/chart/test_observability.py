@@ -18,7 +18,7 @@ RUNTIME_METRICS = {
 }
 OPERATOR_METRICS = {
     "modelserve_operator_modeldeployment_phase", "modelserve_operator_reconciles_total",
-    "modelserve_operator_leader",
+    "modelserve_operator_leader", "modelserve_operator_canary_weight",
 }
 KUBE_STATE_METRICS = {"kube_deployment_status_replicas_available", "kube_deployment_spec_replicas"}
 PROMQL_WORDS = {"sum", "by", "rate", "avg", "max", "histogram_quantile", "ignoring",

@@ -27,6 +27,22 @@ PHASE = Gauge(
     "1 for the phase each ModelDeployment is in.", ["namespace", "name", "phase"],
 )
 PHASES = ("Ready", "Progressing", "Paused", "Degraded")
+CANARY_WEIGHT = Gauge(
+    "modelserve_operator_canary_weight",
+    "Percent of traffic the canary revision is meant to get (status.canaryWeight); 0 "
+    "when no canary runs. Every replica reports it from its watch.",
+    ["namespace", "name"],
+)
+
+
+def observe_canary_weight(namespace: str, name: str, md: dict | None) -> None:
+    """Mirror status.canaryWeight of a watched ModelDeployment (None: it was deleted)."""
+    if md is None:
+        with contextlib.suppress(KeyError):
+            CANARY_WEIGHT.remove(namespace, name)
+        return
+    weight = (md.get("status") or {}).get("canaryWeight") or 0
+    CANARY_WEIGHT.labels(namespace, name).set(weight)
 
 
 def set_phase(namespace: str, name: str, phase: str | None) -> None:

@@ -231,6 +231,8 @@ def observe(kind: str, event: dict[str, Any]) -> None:
 
     if kind == "ModelDeployment":
         STATE.md_by_label[(namespace, label_value(name))] = name
+        metrics.observe_canary_weight(namespace, name,
+                                      None if event.get("type") == "DELETED" else body)
         _enqueue(("md", namespace, name))
     elif kind == "ModelVersion":
         _enqueue(("mv", namespace, name))
