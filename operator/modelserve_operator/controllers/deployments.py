@@ -8,6 +8,7 @@ taken away: route to stable first, then scale or delete what no longer serves.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import time
@@ -253,10 +254,15 @@ async def _apply(ctx: Context, md: dict[str, Any], meta: Meta, spec: ModelDeploy
         if version is None:  # its ModelVersion is gone: leave the Deployment as it is
             return
         existed = revision in seen.deployments
-        await ctx.ensure("Deployment", render_deployment(
-            meta, spec, version_name, version, revision, role, replicas, ctx.settings))
-        await ctx.ensure("Service", render_revision_service(meta, revision, role, ctx.settings))
-        if not existed:
+        # Independent objects: apply them concurrently (one round trip, not two).
+        await asyncio.gather(
+            ctx.ensure("Deployment", render_deployment(
+                meta, spec, version_name, version, revision, role, replicas, ctx.settings)),
+            ctx.ensure("Service", render_revision_service(meta, revision, role,
+                                                          ctx.settings)))
+        # The first revision's story is told by the Ready (or Degraded) Event that
+        # follows; an Event per object created would double the writes of a new model.
+        if not existed and seen.deployments:
             await ctx.event(md, "RevisionCreated", f"created the Deployment of revision "
                             f"{revision} (ModelVersion {version_name}) as {role}")
 
@@ -284,8 +290,9 @@ async def _apply(ctx: Context, md: dict[str, Any], meta: Meta, spec: ModelDeploy
     refreshed = Observation(ctx, namespace, name)
     split = Split(p.stable, p.canary if p.canary_replicas else None, p.weight,
                   fallback=_fallback_active(spec, refreshed, p))
-    for obj in provider_for(spec).render(meta, spec, split, ctx.settings):
-        await ctx.ensure(obj["kind"], obj)
+    await asyncio.gather(*(ctx.ensure(obj["kind"], obj)
+                           for obj in provider_for(spec).render(meta, spec, split,
+                                                                ctx.settings)))
 
     stable_ready = refreshed.ready(p.stable) >= (p.stable_replicas if not autoscaled else 1)
     for revision, dep in refreshed.deployments.items():
