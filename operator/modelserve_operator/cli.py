@@ -109,7 +109,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics")
     run.add_argument("--health-port", type=int, default=8081, help="liveness /healthz")
     run.add_argument("--bind", default="0.0.0.0", help="address for metrics and health")
-    run.add_argument("--workers", type=int, default=16, help="concurrent reconciles")
+    run.add_argument("--workers", type=int, default=32, help="concurrent reconciles")
     run.add_argument("--resync-seconds", type=float, default=300.0,
                      help="re-check every ModelDeployment this often, events or not")
     run.add_argument("--runtime-image", default="ghcr.io/modelserve/runtime:0.1.0",
