@@ -163,15 +163,23 @@ class LeaderElector:
         log.info("leader election: %s campaigning for Lease %s/%s", self.config.identity,
                  self.config.namespace, self.config.name)
         last_renewed = time.monotonic()
+        # One attempt may not outlast what is left of the lease after the renew deadline
+        # and a retry period, or a hung request could keep a deposed leader reconciling.
+        attempt_timeout = max(0.5, self.config.lease_duration - self.config.renew_deadline
+                              - self.config.retry_period)
         while True:
+            started = time.monotonic()
             try:
-                won = await self._try(kube)
+                async with asyncio.timeout(attempt_timeout):
+                    won = await self._try(kube)
             except Exception as error:  # API, network, timeouts: the deadline decides
                 log.warning("leader election: %s: %s", type(error).__name__, error)
                 won = False
             now = time.monotonic()
             if won:
-                last_renewed = now
+                # Counted from before the request: the server may have stored the renewal
+                # (and a standby seen it) any time after we sent it.
+                last_renewed = started
                 if not self.leading:
                     self.leading = True
                     IS_LEADER.set(1)
