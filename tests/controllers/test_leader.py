@@ -173,3 +173,56 @@ def test_candidates_racing_for_one_lease_elect_exactly_one():
     assert [e.leading for e in electors].count(True) == 1
     assert store.lease["spec"]["holderIdentity"] == started[0]
     assert store.lease["spec"]["leaseTransitions"] == 0
+
+
+def elector(store, name, started, lost):
+    config = LeaderConfig(namespace="ops", identity=name, lease_duration=1,
+                          renew_deadline=0.5, retry_period=0.05)
+
+    async def kube():
+        return store
+
+    return LeaderElector(config, kube, on_started=lambda: started.append(name),
+                         on_lost=lambda: lost.append(name))
+
+
+def test_standby_takes_over_a_lease_its_holder_stopped_renewing():
+    store, started, lost = LeaseStore(), [], []
+
+    async def scenario():
+        a = asyncio.create_task(elector(store, "a", started, lost).run())
+        await asyncio.sleep(0.2)
+        b = asyncio.create_task(elector(store, "b", started, lost).run())
+        await asyncio.sleep(0.3)
+        assert started == ["a"]  # b waits while a renews
+        a.cancel()  # a dies without releasing
+        killed = asyncio.get_running_loop().time()
+        while started[-1] != "b":
+            await asyncio.sleep(0.01)
+        waited = asyncio.get_running_loop().time() - killed
+        b.cancel()
+        await asyncio.gather(a, b, return_exceptions=True)
+        return waited
+
+    waited = asyncio.run(scenario())
+    assert waited >= 0.9  # never before leaseDurationSeconds (1 s) since a's last renewal
+    assert store.lease["spec"]["holderIdentity"] == "b"
+    assert store.lease["spec"]["leaseTransitions"] == 1
+    assert lost == []
+
+
+def test_leader_that_cannot_renew_steps_down_before_the_lease_expires():
+    store, started, lost = LeaseStore(), [], []
+
+    async def failing_get(*_):
+        raise ApiError(500, '{"message": "etcd unavailable"}', "get")
+
+    async def scenario():
+        task = asyncio.create_task(elector(store, "a", started, lost).run())
+        await asyncio.sleep(0.2)
+        assert started == ["a"]
+        store.get = failing_get
+        await asyncio.wait_for(task, timeout=5)  # run() returns after calling on_lost
+
+    asyncio.run(scenario())
+    assert lost == ["a"]
