@@ -27,6 +27,7 @@ import yaml
 
 from e2e.argocd_health import health
 from e2e.kube import Kubectl, eventually
+from e2e.objects import modelserve
 from e2e.operator_process import OperatorProcess
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -296,6 +297,15 @@ def test_models_serve_under_the_charts_identity(kubectl, release, tmp_path):
         save_fixture("md-canary-paused", paused)
         assert health(paused)[0] == "Suspended"
 
+        # step: promote -> revision 2 serves; then roll back to revision 1 (a user edit,
+        # made by the CLI) -> revision 1 serves again at once: it is still scaled up
+        modelserve(kubectl, "promote", "resnet", "-n", app)
+        promoted = md_when(kubectl, app, "resnet", "Ready", revision=2)
+        assert health(promoted)[0] == "Healthy"
+        modelserve(kubectl, "rollback", "resnet", "--to-revision", "1", "-n", app)
+        rolled_back = md_when(kubectl, app, "resnet", "Ready", revision=1)
+        assert rolled_back["status"]["modelVersion"] == "v1"
+
         # step: the operator changed no spec and wrote only status on what users commit
         md = json.loads(kubectl.run("get", "md", "resnet", "-n", app, "-o", "json",
                                     "--show-managed-fields").stdout)
@@ -303,7 +313,8 @@ def test_models_serve_under_the_charts_identity(kubectl, release, tmp_path):
                            md["metadata"]["managedFields"] if "kubectl" not in m["manager"]}
         assert operator_writes and all(sub == "status" for _, sub in operator_writes), (
             operator_writes)
-        assert md["metadata"]["generation"] == 5  # the user's five applies, nothing more
+        # the user's five applies and the rollback edit, nothing more
+        assert md["metadata"]["generation"] == 6
     except AssertionError:
         assert_no_permission_errors(operator)  # a missing permission is the likely cause
         raise
