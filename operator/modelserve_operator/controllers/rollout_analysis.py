@@ -23,6 +23,11 @@ def _http() -> aiohttp.ClientSession:
     return _session
 
 
+async def close() -> None:
+    if _session is not None and not _session.closed:
+        await _session.close()
+
+
 async def run(ctx: Context, md: dict[str, Any], spec: ModelDeploymentSpec,
               status: dict[str, Any], target: int, now: float,
               ) -> tuple[Verdict | None, dict[str, Any] | None]:

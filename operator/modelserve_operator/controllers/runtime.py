@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from modelserve_operator.controllers import deployments, leader, metrics, versions
+from modelserve_operator.controllers import deployments, leader, metrics, rollout_analysis, versions
 from modelserve_operator.controllers.context import Context
 from modelserve_operator.controllers.kube import ApiError, Kube
 from modelserve_operator.controllers.queue import WorkQueue
@@ -133,6 +133,7 @@ async def shutdown() -> None:
         await STATE.queue.stop()
     if STATE.elector:  # after the workers stopped: the next leader starts on a quiet Lease
         await STATE.elector.release()
+    await rollout_analysis.close()
     if STATE.context:
         await STATE.context.kube.close()
 
