@@ -4,10 +4,12 @@ rates the test sets, scraped by a real Prometheus (Debian package) every second.
 
 from __future__ import annotations
 
+import json
 import pathlib
 import shutil
 import threading
 import time
+import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -97,6 +99,13 @@ class RuntimePrometheus:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def value(self, promql: str) -> float | None:
+        """The first sample of an instant query, None without data."""
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        with urllib.request.urlopen(url, timeout=5) as response:
+            result = json.load(response)["data"]["result"]
+        return float(result[0]["value"][1]) if result else None
 
     def _ready(self) -> bool:
         try:

@@ -219,6 +219,13 @@ def test_analysis_failure_rolls_back_and_success_promotes(kubectl, namespace, op
     wait_phase(kubectl, namespace, "a", "Ready")
     kubectl.run("wait", "--for=condition=Ready", "pods", "--all", "-n", namespace)
 
+    # Analysis judges what Prometheus has: wait until it has a rate for both versions.
+    for name in ("bad", "good"):
+        query = ERROR_RATE.replace("{{namespace}}", namespace).replace(
+            "{{deployment}}", "a").replace("{{version}}", name)
+        eventually(lambda q=query: runtime_prometheus.value(q) is not None, timeout=60,
+                   what=f"Prometheus has the error rate of {name}")
+
     kubectl.apply(deployment("a", "bad", replicas=4, rollout=rollout), namespace)
     st = eventually(lambda: condition(s := status(kubectl, namespace, "a"), "Degraded")
                     == ("True", "AnalysisFailed") and s, timeout=90, what="analysis failure")
@@ -226,7 +233,7 @@ def test_analysis_failure_rolls_back_and_success_promotes(kubectl, namespace, op
     message = next(c["message"] for c in st["conditions"] if c["type"] == "Degraded")
     assert "error-rate" in message
     failed = [m for m in st["analysis"]["measurements"] if not m["passed"]]
-    assert failed and failed[-1]["value"] > 0.05
+    assert failed and failed[-1].get("value", 0) > 0.05, st["analysis"]
     eventually(lambda: replicas(kubectl, namespace, "a-r2") in (0, None), what="canary at 0")
     assert kubectl.get("svc", "a", namespace)["spec"]["selector"]["modelserve.io/revision"] == "1"
 
