@@ -11,13 +11,11 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import yaml
 
 from e2e.kube import eventually
-from e2e.metrics_stack import Process, free_port
+from e2e.metrics_stack import Process, exposition_server, free_port
 
 
 class RuntimeExporter:
@@ -28,20 +26,7 @@ class RuntimeExporter:
         self._lock = threading.Lock()
         # (namespace, model, version) -> (ok/s, errors/s, ok so far, errors so far, t)
         self._series: dict[tuple[str, str, str], list[float]] = {}
-        exporter = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = exporter.exposition().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server = exposition_server(self.port, self.exposition)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def set_rates(self, namespace: str, model: str, version: str, ok: float,

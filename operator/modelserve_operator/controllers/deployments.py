@@ -23,7 +23,7 @@ from modelserve_operator.controllers.conditions import Problem, pod_problem
 from modelserve_operator.controllers.context import Context, utcnow
 from modelserve_operator.controllers.plan import Inputs, Plan, plan
 from modelserve_operator.controllers.resolve import pydantic_message, target_version, version_spec
-from modelserve_operator.controllers.status import Observed, compute
+from modelserve_operator.controllers.status import Observed, changed, compute
 from modelserve_operator.render import (
     Meta,
     endpoint_url,
@@ -53,10 +53,6 @@ def _unix(timestamp: str | None) -> float | None:
         tzinfo=datetime.UTC).timestamp()
 
 
-def _revision(obj: dict[str, Any]) -> int:
-    return int(obj["metadata"].get("labels", {}).get(REVISION, "0") or 0)
-
-
 def _stale(deployment: dict[str, Any]) -> bool:
     observed = deployment.get("status", {}).get("observedGeneration", 0)
     return observed < deployment["metadata"].get("generation", 0)
@@ -67,12 +63,12 @@ class Observation:
 
     def __init__(self, ctx: Context, namespace: str, name: str):
         self.deployments = {
-            _revision(d): d for d in ctx.store.owned("Deployment", namespace, name)
+            history.revision_of(d): d for d in ctx.store.owned("Deployment", namespace, name)
             if d["metadata"].get("labels", {}).get(POOL) == "primary"}
         self.pods: dict[int, list[dict[str, Any]]] = {}
         for pod in ctx.store.owned("Pod", namespace, name):
             if pod["metadata"].get("labels", {}).get(POOL) == "primary":
-                self.pods.setdefault(_revision(pod), []).append(pod)
+                self.pods.setdefault(history.revision_of(pod), []).append(pod)
         fallback = ctx.store.get("Deployment", namespace, deployment_name(name, 0, "fallback"))
         self.fallback_ready = (fallback or {}).get("status", {}).get("readyReplicas", 0)
 
@@ -339,10 +335,10 @@ async def _collect_versions(ctx: Context, md: dict[str, Any], spec: ModelDeploym
     meta = md["metadata"]
     owned = ctx.store.owned("ModelVersion", meta["namespace"], meta["name"])
     keep = {p.stable, p.canary, p.previous}
-    newest = sorted((_revision(mv) for mv in owned), reverse=True)
+    newest = sorted((history.revision_of(mv) for mv in owned), reverse=True)
     keep.update(newest[: max(spec.revision_history_limit, 1)])
     for mv in owned:
-        if _revision(mv) not in keep and mv["metadata"].get("ownerReferences"):
+        if history.revision_of(mv) not in keep and mv["metadata"].get("ownerReferences"):
             await ctx.delete(API_VERSION, "ModelVersion", meta["namespace"],
                              mv["metadata"]["name"])
 
@@ -353,7 +349,7 @@ async def _report(ctx: Context, md: dict[str, Any], observed: Observed) -> None:
     status = compute(observed)
     previous = observed.previous
     metrics.set_phase(meta["namespace"], meta["name"], status["phase"])
-    if not any(previous.get(key) != value for key, value in status.items()):
+    if not changed(previous, status):
         return
     log.debug("%s/%s status changes: %s", meta["namespace"], meta["name"],
               {k: v for k, v in status.items() if previous.get(k) != v})

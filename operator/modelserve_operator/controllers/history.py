@@ -7,9 +7,10 @@ from typing import Any
 from modelserve_operator.render.labels import MODEL_VERSION_ANNOTATION, POOL, REVISION
 
 
-def _revision(obj: dict[str, Any]) -> int | None:
-    value = obj["metadata"].get("labels", {}).get(REVISION)
-    return int(value) if value and value.isdigit() else None
+def revision_of(obj: dict[str, Any]) -> int:
+    """The revision label of an owned object; 0 when it has none (revisions start at 1)."""
+    value = obj["metadata"].get("labels", {}).get(REVISION, "")
+    return int(value) if value.isdigit() else 0
 
 
 def revision_for(model_version: str, deployments: list[dict[str, Any]],
@@ -22,21 +23,21 @@ def revision_for(model_version: str, deployments: list[dict[str, Any]],
     for dep in deployments:
         meta = dep["metadata"]
         if (meta.get("annotations", {}).get(MODEL_VERSION_ANNOTATION) == model_version
-                and meta.get("labels", {}).get(POOL) == "primary" and _revision(dep)):
-            return _revision(dep)  # type: ignore[return-value]
+                and meta.get("labels", {}).get(POOL) == "primary" and revision_of(dep)):
+            return revision_of(dep)
     for entry in history:
         if entry.get("modelVersion") == model_version:
             return int(entry["revision"])
     for mv in owned_versions:
-        if mv["metadata"]["name"] == model_version and _revision(mv):
-            return _revision(mv)  # type: ignore[return-value]
+        if mv["metadata"]["name"] == model_version and revision_of(mv):
+            return revision_of(mv)
     return next_revision(deployments, history, owned_versions)
 
 
 def next_revision(deployments: list[dict[str, Any]], history: list[dict[str, Any]],
                   owned_versions: list[dict[str, Any]]) -> int:
     known = [int(e["revision"]) for e in history]
-    known += [r for r in map(_revision, [*deployments, *owned_versions]) if r]
+    known += [r for r in map(revision_of, [*deployments, *owned_versions]) if r]
     return max(known, default=0) + 1
 
 

@@ -8,6 +8,7 @@ from modelserve_operator import API_VERSION
 from modelserve_operator.api import ModelVersionSpec
 from modelserve_operator.controllers.conditions import set_condition
 from modelserve_operator.controllers.context import Context, utcnow
+from modelserve_operator.controllers.status import changed
 from modelserve_operator.render import validate
 
 
@@ -28,7 +29,7 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
         generation, utcnow())
     status = {"observedGeneration": generation, "phase": "Invalid" if problems else "Valid",
               "conditions": [condition]}
-    if any(previous.get(k) != v for k, v in status.items()):
+    if changed(previous, status):
         await ctx.kube.patch_status(API_VERSION, "ModelVersion", namespace, name, status)
         mv["status"] = {**previous, **status}
     return None
