@@ -12,6 +12,11 @@ length plus a pickle (both ends are our own processes). The worker owns a shared
 arena cut into slots; a request's input bytes go into a free slot and the engine writes
 the outputs back into the same slot. Requests that do not fit (or find no free slot)
 travel inline in the frame instead; nothing ever blocks on slots.
+
+Both ends speak through `FrameLink`, a plain asyncio protocol: frames written in one
+event-loop turn leave as one send, and every whole frame in a read is handled at once.
+The engine's event loop thread is the one thread every request crosses; stream
+coroutines and a task per request cost it more than the frames themselves.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import signal
 import socket
 import struct
 import time
+from collections.abc import Callable
+from functools import partial
 from multiprocessing import resource_tracker, shared_memory
 from typing import Any
 
@@ -43,14 +50,68 @@ log = logging.getLogger("modelserve.engine")
 _LEN = struct.Struct("<I")
 
 
-async def _read_frame(reader: asyncio.StreamReader) -> Any:
-    (length,) = _LEN.unpack(await reader.readexactly(_LEN.size))
-    return pickle.loads(await reader.readexactly(length))
-
-
 def _frame(obj: Any) -> bytes:
     payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     return _LEN.pack(len(payload)) + payload
+
+
+class FrameLink(asyncio.Protocol):
+    """Length-prefixed pickle frames over a stream socket, both ways."""
+
+    def __init__(
+        self,
+        on_frame: Callable[[Any], None],
+        on_lost: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.on_frame = on_frame
+        self.on_lost = on_lost
+        self.transport: asyncio.Transport | None = None
+        self._inbox = bytearray()
+        self._outbox: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if self._outbox:  # sent before the transport existed (the engine's greeting)
+            self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        inbox = self._inbox
+        inbox += data
+        pos, end = 0, len(inbox)
+        while end - pos >= _LEN.size:
+            (length,) = _LEN.unpack_from(inbox, pos)
+            if end - pos - _LEN.size < length:
+                break
+            start = pos + _LEN.size
+            pos = start + length
+            try:
+                self.on_frame(pickle.loads(inbox[start:pos]))
+            except Exception:  # one bad frame must not take the link down
+                log.exception("failed to handle a frame")
+        if pos:
+            del inbox[:pos]
+
+    def send(self, obj: Any) -> None:
+        if not self._outbox and self.transport is not None:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outbox.append(_frame(obj))
+
+    def _flush(self) -> None:
+        if self.transport is None:
+            return
+        frames, self._outbox = self._outbox, []
+        if not self.transport.is_closing():
+            self.transport.write(b"".join(frames))
+
+    def close(self) -> None:
+        if self._outbox:
+            self._flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.on_lost()
 
 
 def _row_bytes(specs: list[TensorSpec]) -> int:
@@ -75,6 +136,43 @@ def _prefault(buf: memoryview, write: bool = False) -> None:
 
 
 # --- engine side -------------------------------------------------------------------
+class _WorkerPeer:
+    """The engine's end of one worker's link: the link, the worker's arena, its load."""
+
+    def __init__(self, server: EngineServer) -> None:
+        self.server = server
+        self.link = FrameLink(self._on_frame, self._on_lost)
+        self.shm: shared_memory.SharedMemory | None = None
+        self.pending = 0
+        self.closed = False
+
+    def _on_frame(self, msg: dict) -> None:
+        if self.shm is None:  # the first frame is the worker's hello
+            self._attach(msg["shm"])
+        else:
+            self.server.request(self, msg)
+
+    def _attach(self, name: str) -> None:
+        self.shm = shared_memory.SharedMemory(name=name)
+        # The worker owns the segment; without this our resource tracker would unlink it
+        # when the engine exits (Python < 3.13 has no track=False).
+        with contextlib.suppress(Exception):
+            resource_tracker.unregister(self.shm._name, "shared_memory")  # type: ignore[attr-defined]
+        _prefault(self.shm.buf)
+
+    def _on_lost(self) -> None:
+        self.closed = True
+        self.server.peers.discard(self)
+        self.release()
+
+    def release(self) -> None:
+        """Unmap the arena once the worker is gone and no batch still reads from it."""
+        if self.closed and not self.pending and self.shm is not None:
+            with contextlib.suppress(BufferError):
+                self.shm.close()
+            self.shm = None
+
+
 class EngineServer:
     def __init__(self, settings: Settings, socket_path: str) -> None:
         self.settings = settings
@@ -83,7 +181,7 @@ class EngineServer:
         from .backends import create_backend
 
         self.model = Model(settings, create_backend(settings), self.metrics)
-        self.connections: set[asyncio.Task] = set()
+        self.peers: set[_WorkerPeer] = set()
 
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
@@ -97,13 +195,13 @@ class EngineServer:
             return 1
         self.model.start_batching()
         # Workers connect only once this exists: the socket is the readiness signal.
-        server = await asyncio.start_unix_server(self._connection, path=self.socket_path)
+        server = await loop.create_unix_server(self._connect, path=self.socket_path)
         log.info("engine up: model %s on %s", self.settings.model_name, self.socket_path)
         await stop.wait()
         server.close()
         # Workers drain their in-flight requests through us, then disconnect.
         deadline = time.monotonic() + self.settings.drain_timeout_s + 5
-        while self.connections and time.monotonic() < deadline:
+        while self.peers and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         if self.model.batcher is not None:
             await self.model.batcher.close()
@@ -111,49 +209,23 @@ class EngineServer:
         log.info("engine drained; exiting")
         return 0
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.connections.add(task)
-        shm = None
-        pending: set[asyncio.Task] = set()
-        try:
-            backend = self.model.backend
-            writer.write(
-                _frame(
-                    {
-                        "inputs": backend.inputs,
-                        "outputs": backend.outputs,
-                        "batchable": backend.batchable,
-                        "platform": backend.platform,
-                    }
-                )
-            )
-            hello = await _read_frame(reader)
-            shm = shared_memory.SharedMemory(name=hello["shm"])
-            # The worker owns the segment; without this our resource tracker would
-            # unlink it when the engine exits (Python < 3.13 has no track=False).
-            with contextlib.suppress(Exception):
-                resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
-            _prefault(shm.buf)
-            while True:
-                try:
-                    msg = await _read_frame(reader)
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    break
-                t = asyncio.create_task(self._one(msg, shm.buf, writer))
-                pending.add(t)
-                t.add_done_callback(pending.discard)
-        finally:
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
-            writer.close()
-            if shm is not None:
-                with contextlib.suppress(BufferError):
-                    shm.close()
-            self.connections.discard(task)
+    def _connect(self) -> FrameLink:
+        peer = _WorkerPeer(self)
+        self.peers.add(peer)
+        backend = self.model.backend
+        peer.link.send(
+            {
+                "inputs": backend.inputs,
+                "outputs": backend.outputs,
+                "batchable": backend.batchable,
+                "platform": backend.platform,
+            }
+        )
+        return peer.link
 
-    async def _one(self, msg: dict, buf: memoryview, writer: asyncio.StreamWriter) -> None:
+    def request(self, peer: _WorkerPeer, msg: dict) -> None:
+        assert peer.shm is not None and self.model.batcher is not None
+        buf = peer.shm.buf
         feeds = {}
         for name, dtype, shape, offset, inline in msg["inputs"]:
             if inline is not None:
@@ -166,30 +238,43 @@ class EngineServer:
                 count = math.prod(shape)
                 feeds[name] = np.frombuffer(buf, dtype, count, offset).reshape(shape)
         try:
-            assert self.model.batcher is not None
-            outputs = await self.model.batcher.submit(feeds, msg["rows"])
+            future = self.model.batcher.enqueue(feeds, msg["rows"])
         except InferenceError as exc:
-            writer.write(_frame({"id": msg["id"], "error": str(exc), "status": exc.status}))
+            peer.link.send({"id": msg["id"], "error": str(exc), "status": exc.status})
             return
-        except Exception as exc:  # the backend failed
-            log.exception("inference failed")
-            writer.write(
-                _frame({"id": msg["id"], "error": f"inference failed: {exc}", "status": 500})
-            )
-            return
+        peer.pending += 1
+        future.add_done_callback(partial(self._reply, peer, msg))
+
+    def _reply(self, peer: _WorkerPeer, msg: dict, future: asyncio.Future) -> None:
+        peer.pending -= 1
+        try:
+            if peer.closed:
+                return  # the worker is gone; nobody to answer
+            exc = future.exception()
+            if isinstance(exc, InferenceError):
+                peer.link.send({"id": msg["id"], "error": str(exc), "status": exc.status})
+                return
+            if exc is not None:  # the backend failed
+                log.error("inference failed", exc_info=exc)
+                peer.link.send(
+                    {"id": msg["id"], "error": f"inference failed: {exc}", "status": 500}
+                )
+                return
+            assert peer.shm is not None
+            buf = peer.shm.buf
+            out_meta = []
+            offset, end = msg["out_offset"], msg["out_offset"] + msg["out_capacity"]
+            for name, array in future.result().items():
+                array = np.ascontiguousarray(array)
+                if array.dtype.kind != "O" and offset + array.nbytes <= end:
+                    buf[offset : offset + array.nbytes] = array.reshape(-1).view(np.uint8)
+                    out_meta.append((name, array.dtype.str, array.shape, offset, None))
+                    offset += array.nbytes
+                else:
+                    out_meta.append((name, array.dtype.str, array.shape, None, array))
+            peer.link.send({"id": msg["id"], "outputs": out_meta})
         finally:
-            del feeds  # release the views into the worker's slot
-        out_meta = []
-        offset, end = msg["out_offset"], msg["out_offset"] + msg["out_capacity"]
-        for name, array in outputs.items():
-            array = np.ascontiguousarray(array)
-            if array.dtype.kind != "O" and offset + array.nbytes <= end:
-                buf[offset : offset + array.nbytes] = array.reshape(-1).view(np.uint8)
-                out_meta.append((name, array.dtype.str, array.shape, offset, None))
-                offset += array.nbytes
-            else:
-                out_meta.append((name, array.dtype.str, array.shape, None, array))
-        writer.write(_frame({"id": msg["id"], "outputs": out_meta}))
+            peer.release()
 
 
 def run_engine(settings: Settings, socket_path: str) -> int:
@@ -222,7 +307,8 @@ class RemoteModel(Model):
         self.slot_rows = int(os.environ.get("MODELSERVE_SHM_SLOT_ROWS", "4"))
         self.slots = int(os.environ.get("MODELSERVE_SHM_SLOTS", "64"))
         self._sock: socket.socket | None = None
-        self._pending: dict[int, asyncio.Future] = {}
+        self._pending: dict[int, tuple[asyncio.Future, int | None]] = {}
+        self.link: FrameLink | None = None
         self._next_id = 0
 
     def load(self) -> None:
@@ -262,23 +348,32 @@ class RemoteModel(Model):
         return data
 
     async def start_batching(self) -> None:  # type: ignore[override]
-        self._reader, self._writer = await asyncio.open_unix_connection(sock=self._sock)
-        self._reader_task = asyncio.get_running_loop().create_task(self._read_replies())
+        self.link = FrameLink(self._on_reply, self._on_lost)
+        await asyncio.get_running_loop().create_unix_connection(lambda: self.link, sock=self._sock)
         self.ready = True
 
-    async def _read_replies(self) -> None:
-        try:
-            while True:
-                reply = await _read_frame(self._reader)
-                fut = self._pending.pop(reply["id"], None)
-                if fut is not None and not fut.done():
-                    fut.set_result(reply)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            self.ready = False
-            log.error("engine connection lost")
-            for fut in self._pending.values():
-                if not fut.done():
-                    fut.set_exception(Unavailable("inference engine unavailable"))
+    def _on_reply(self, reply: dict) -> None:
+        fut, slot = self._pending.pop(reply["id"], (None, None))
+        if fut is None:
+            return
+        if fut.done():
+            # The caller gave up (cancelled) while the engine still used the slot; it is
+            # free only now that the engine has answered.
+            if slot is not None:
+                self._free.append(slot)
+            return
+        fut.set_result(reply)
+
+    def _on_lost(self) -> None:
+        self.ready = False
+        log.error("engine connection lost")
+        # Nothing writes into the arena any more: every slot is free again.
+        for fut, slot in self._pending.values():
+            if not fut.done():
+                fut.set_exception(Unavailable("inference engine unavailable"))
+            if slot is not None:
+                self._free.append(slot)
+        self._pending.clear()
 
     async def infer(self, request: InferRequest) -> list[tuple[str, np.ndarray, bool]]:
         if not self.ready:
@@ -303,20 +398,19 @@ class RemoteModel(Model):
         self._next_id += 1
         req_id = self._next_id
         fut = asyncio.get_running_loop().create_future()
-        self._pending[req_id] = fut
+        self._pending[req_id] = (fut, slot)
+        self.link.send(
+            {
+                "id": req_id,
+                "rows": rows,
+                "inputs": metas,
+                "out_offset": in_end if slot is not None else 0,
+                "out_capacity": self.slot_bytes - self.in_bytes if slot is not None else 0,
+            }
+        )
+        # Cancelled here, the slot stays taken until the engine answers (_on_reply).
+        reply = await fut
         try:
-            self._writer.write(
-                _frame(
-                    {
-                        "id": req_id,
-                        "rows": rows,
-                        "inputs": metas,
-                        "out_offset": in_end if slot is not None else 0,
-                        "out_capacity": self.slot_bytes - self.in_bytes if slot is not None else 0,
-                    }
-                )
-            )
-            reply = await fut
             if "error" in reply:
                 raise InferenceError(reply["error"], reply["status"])
             results = {}
@@ -328,7 +422,6 @@ class RemoteModel(Model):
                     # Copy out: the slot is reused as soon as this request returns.
                     results[name] = np.frombuffer(buf, dtype, count, out_off).reshape(shape).copy()
         finally:
-            self._pending.pop(req_id, None)
             if slot is not None:
                 self._free.append(slot)
         if request.outputs:
@@ -339,9 +432,8 @@ class RemoteModel(Model):
         return [(name, results[name], request.binary_output) for name in self._outputs]
 
     def close(self) -> None:
-        if self._sock is not None:
-            with contextlib.suppress(Exception):
-                self._writer.close()
+        if self.link is not None:
+            self.link.close()
         with contextlib.suppress(Exception):
             self.shm.close()
             self.shm.unlink()

@@ -369,6 +369,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"modelserve-runtime: {exc}", file=sys.stderr)
         return 2
     _configure_logging(settings.log_level)
+    # In a server and in the engine process alike, the event loop thread holds the GIL
+    # almost all the time under load; with Python's default 5 ms switch interval each GIL
+    # hand-over to an inference thread (several per batch) can stall the device for up
+    # to 5 ms. Measured in hack/bench-runtime.
+    sys.setswitchinterval(float(os.environ.get("MODELSERVE_GIL_SWITCH_INTERVAL_S", "0.0002")))
     role = os.environ.get("MODELSERVE_ROLE")
     if role == "engine":
         from .engine import run_engine
@@ -380,10 +385,6 @@ def main(argv: list[str] | None = None) -> int:
         return supervise(argv, settings.workers, bool(settings.engine_process))
     # `kill -USR1 <pid>` dumps every thread's stack to stderr: a hung pod explains itself.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    # The event loop thread holds the GIL almost all the time under load; with Python's
-    # default 5 ms switch interval each GIL hand-over to the inference thread (several
-    # per batch) can stall the device for up to 5 ms. Measured in hack/bench-runtime.
-    sys.setswitchinterval(float(os.environ.get("MODELSERVE_GIL_SWITCH_INTERVAL_S", "0.0002")))
     loop_kind = os.environ.get("MODELSERVE_EVENT_LOOP", "uvloop")
     if loop_kind == "uvloop":
         try:

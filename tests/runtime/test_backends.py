@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelserve_runtime.backends import TensorSpec, parse_specs, warmup_sizes
+from modelserve_runtime.backends import TensorSpec, batch_buckets, parse_specs
 from modelserve_runtime.backends.tensorrt import engine_cache_key, file_sha256
 from modelserve_runtime.config import Settings
 
@@ -20,11 +20,19 @@ from modelserve_runtime.config import Settings
         (2, [1, 2]),
         (8, [1, 2, 4, 8]),
         (12, [1, 2, 4, 8, 12]),
-        (128, [1, 2, 4, 8, 16, 32, 64, 128]),
+        (16, [1, 2, 4, 8, 16]),
+        (40, [1, 2, 4, 8, 16, 32, 40]),
+        (128, [1, 2, 4, 8, 16, 32, 48, 64, 80, 96, 112, 128]),
+        (1024, [1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 640, 768, 896, 1024]),
     ],
 )
-def test_warmup_sizes_cover_every_bucket(max_batch: int, sizes: list[int]) -> None:
-    assert warmup_sizes(max_batch) == sizes
+def test_batch_buckets_cover_every_size(max_batch: int, sizes: list[int]) -> None:
+    buckets = batch_buckets(max_batch)
+    assert buckets == sizes
+    # every batch size fits a bucket padded by at most an eighth of the maximum (or 16)
+    for rows in range(1, max_batch + 1):
+        fit = next(b for b in buckets if b >= rows)
+        assert fit - rows < max(16, -(-max_batch // 8))
 
 
 def test_parse_specs() -> None:

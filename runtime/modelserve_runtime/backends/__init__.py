@@ -59,7 +59,7 @@ class Backend(abc.ABC):
 
     def warmup(self) -> None:
         """Run every batch size the batcher may form, so the first caller pays nothing."""
-        sizes = warmup_sizes(self.settings.max_batch_size) if self.batchable else [0]
+        sizes = batch_buckets(self.settings.max_batch_size) if self.batchable else [0]
         for rows in sizes:
             batch = {spec.name: [example_tensor(spec, rows)] for spec in self.inputs}
             actual = rows or example_tensor(self.inputs[0], 0).shape[0]
@@ -69,11 +69,22 @@ class Backend(abc.ABC):
         pass
 
 
-def warmup_sizes(max_batch_size: int) -> list[int]:
+def batch_buckets(max_batch_size: int) -> list[int]:
+    """The batch sizes a backend prepares (one CUDA graph each) and warms up.
+
+    A batch runs in the smallest bucket that holds it, padded. Powers of two up to a
+    step of an eighth of the maximum (at least 16), then steps of that size: with powers
+    of two alone a batch of 65 rows ran the 128-row graph, twice the work it needed
+    (hack/bench-runtime saw served batches average 65 rows at 61% of raw throughput).
+    Now padding stays under one step.
+    """
+    step = max(16, -(-max_batch_size // 8))
     sizes = [1]
-    while sizes[-1] * 2 < max_batch_size:
+    while sizes[-1] * 2 <= min(step, max_batch_size):
         sizes.append(sizes[-1] * 2)
-    if max_batch_size > 1:
+    while sizes[-1] + step < max_batch_size:
+        sizes.append(sizes[-1] + step)
+    if sizes[-1] != max_batch_size:
         sizes.append(max_batch_size)
     return sizes
 

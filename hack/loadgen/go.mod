@@ -1,0 +1,3 @@
+module modelserve/hack/loadgen
+
+go 1.22
