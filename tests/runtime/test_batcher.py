@@ -162,3 +162,44 @@ def test_delay_timer_waits_for_company_only_while_busy() -> None:
         await batcher.close()
 
     run(scenario())
+
+
+def test_busy_device_next_batch_fills_until_the_running_one_is_due() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend(instances=2)
+        # A tiny fixed delay alone would dispatch each straggler on its own.
+        batcher = Batcher(backend, max_batch_size=4, max_queue_delay_s=1e-6, max_queue_size=10)
+        batcher.start()
+        batcher.duration_estimate = 3600.0  # recent batches took an hour: worth waiting
+        backend.gate.clear()
+        busy = asyncio.create_task(batcher.submit(rows(1), 1))
+        await wait_entered(backend)
+        tasks = []
+        for _ in range(4):  # arrive one by one, each given time to be dispatched alone
+            tasks.append(asyncio.create_task(batcher.submit(rows(1), 1)))
+            await asyncio.sleep(0.01)
+        backend.gate.set()
+        await asyncio.gather(busy, *tasks)
+        assert sorted(backend.batches) == [1, 4]
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_filling_batch_goes_at_once_when_the_device_idles() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend(instances=2)
+        batcher = Batcher(backend, max_batch_size=4, max_queue_delay_s=1e-6, max_queue_size=10)
+        batcher.start()
+        batcher.duration_estimate = 3600.0  # a wrong estimate must not stall anyone
+        backend.gate.clear()
+        busy = asyncio.create_task(batcher.submit(rows(1), 1))
+        await wait_entered(backend)
+        waiting = asyncio.create_task(batcher.submit(rows(1), 1))
+        await asyncio.sleep(0.01)
+        backend.gate.set()  # the running batch ends: the filling one must go now
+        await asyncio.gather(busy, waiting)
+        assert backend.batches == [1, 1]
+        await batcher.close()
+
+    run(scenario())
