@@ -52,6 +52,21 @@ class _Item:
     future: asyncio.Future = field(repr=False)
 
 
+@dataclass
+class _Filling:
+    """A formed batch waiting for company: woken by arrivals that complete it (or cannot
+    join it), by the device going idle, or by its deadline. One wake-up, not one per
+    arrival: the wait shares the event loop with every request's HTTP handling."""
+
+    need: int  # queued rows that would fill it
+    signature: tuple
+    waiter: asyncio.Future
+
+    def wake(self) -> None:
+        if not self.waiter.done():
+            self.waiter.set_result(None)
+
+
 def signature_of(inputs: dict[str, np.ndarray]) -> tuple:
     # Requests batch together only if everything but dim 0 matches.
     return tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(inputs.items()))
@@ -79,6 +94,8 @@ class Batcher:
         self._free = asyncio.Semaphore(self.slots)
         self._running = 0
         self._running_since: list[float] = []  # monotonic start of each running batch
+        self._queued_rows = 0
+        self._filling: _Filling | None = None  # the batch waiting for company, if any
         # Exponentially weighted duration of recent batches (None until one has run).
         self.duration_estimate: float | None = None
         self._executor = ThreadPoolExecutor(self.slots, thread_name_prefix="infer")
@@ -105,9 +122,16 @@ class Batcher:
         if len(self._queue) >= self.max_queue_size:
             raise Overloaded(f"queue full ({self.max_queue_size} requests waiting); retry shortly")
         future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(inputs, rows, signature_of(inputs), future))
+        item = _Item(inputs, rows, signature_of(inputs), future)
+        self._queue.append(item)
+        self._queued_rows += rows
         self.stats.on_queue_depth(len(self._queue))
         self._arrived.set()
+        filling = self._filling
+        if filling is not None and (
+            self._queued_rows >= filling.need or item.signature != filling.signature
+        ):
+            filling.wake()
         return future
 
     async def _loop(self) -> None:
@@ -129,42 +153,48 @@ class Batcher:
             head = self._queue[0]
             if head.future.cancelled():  # caller gone (client disconnected)
                 self._queue.popleft()
+                self._queued_rows -= head.rows
                 continue
             if batch and (head.signature != batch[0].signature or rows + head.rows > self.max_rows):
                 break
             batch.append(self._queue.popleft())
+            self._queued_rows -= head.rows
             rows += head.rows
             if not self.batchable or rows >= self.max_rows:
                 break
         return rows
 
-    def _fill_deadline(self) -> float:
-        now = time.monotonic()
-        deadline = now + self.delay
+    def _fill_wait_s(self) -> float:
+        """How long a batch may wait for company: the delay, or until the oldest running
+        batch has a fifth of its expected time left (never more than one batch time)."""
+        wait = self.delay
         estimate = self.duration_estimate
         if estimate is not None and self._running_since:
-            # Hand over when the oldest running batch has a fifth of its time left.
-            due = min(self._running_since) + 0.8 * estimate
-            deadline = max(deadline, min(due, now + estimate))
-        return deadline
+            due = min(self._running_since) + 0.8 * estimate - time.monotonic()
+            wait = max(wait, min(due, estimate))
+        return wait
 
     async def _form_batch(self) -> list[_Item]:
         batch: list[_Item] = []
         rows = self._take_fitting(batch, 0)
-        if batch and self.delay > 0 and self._running > 0 and self.batchable:
-            deadline = self._fill_deadline()
-            while rows < self.max_rows and not self._queue and self._running > 0:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._arrived.clear()
-                try:
-                    await asyncio.wait_for(self._arrived.wait(), remaining)
-                except TimeoutError:
-                    break
-                rows = self._take_fitting(batch, rows)
-                if self._queue:  # something that does not fit: close this batch
-                    break
+        if (
+            batch
+            and self.delay > 0
+            and self._running > 0
+            and self.batchable
+            and rows < self.max_rows
+            and not self._queue  # something queued that did not fit: close now
+        ):
+            loop = asyncio.get_running_loop()
+            filling = _Filling(self.max_rows - rows, batch[0].signature, loop.create_future())
+            timer = loop.call_later(self._fill_wait_s(), filling.wake)
+            self._filling = filling
+            try:
+                await filling.waiter
+            finally:
+                timer.cancel()
+                self._filling = None
+            self._take_fitting(batch, rows)
         self.stats.on_queue_depth(len(self._queue))
         return batch
 
@@ -205,11 +235,14 @@ class Batcher:
         finally:
             self._running -= 1
             self._free.release()
-            self._arrived.set()  # a batch still filling stops waiting if the device idles
+            if self._running == 0 and self._filling is not None:
+                self._filling.wake()  # the device idles: the filling batch goes now
 
     async def close(self) -> None:
         """Stop taking requests; let queued and running batches finish."""
         self._closed = True
+        if self._filling is not None:
+            self._filling.wake()
         while self._queue or self._running:
             await asyncio.sleep(0.01)
         if self._task:
