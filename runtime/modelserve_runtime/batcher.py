@@ -4,8 +4,8 @@ Rules, chosen so that batching never costs latency it cannot buy back:
 - A batch closes at `max_batch_size` rows, or when the queue holds nothing more that fits.
 - Waiting for company happens only while at least one batch is already executing:
   waiting while the device sits idle would add latency at low load for no throughput;
-  waiting while it is busy is free. The wait lasts `max_queue_delay`, or longer when
-  the running batch is due to take longer: the next batch keeps filling until the
+  waiting while it is busy is free. The wait ends when `max_queue_delay` passes with no
+  new arrival; while requests keep arriving, the next batch keeps filling until the
   running one is about to finish (by the measured duration of recent batches), so its
   host copies overlap the end of the running one. Two half-full batches on a busy GPU
   cost more than one full one (hack/bench-runtime: ResNet-50 and BERT settled at half
@@ -55,16 +55,32 @@ class _Item:
 @dataclass
 class _Filling:
     """A formed batch waiting for company: woken by arrivals that complete it (or cannot
-    join it), by the device going idle, or by its deadline. One wake-up, not one per
-    arrival: the wait shares the event loop with every request's HTTP handling."""
+    join it), by the device going idle, by its deadline, or when `gap` passes with no
+    arrival (under a closed-loop load everyone may already be waiting: waiting on for
+    nobody would cost throughput). One timer tick per gap, not a wake-up per arrival:
+    the wait shares the event loop with every request's HTTP handling."""
 
     need: int  # queued rows that would fill it
     signature: tuple
     waiter: asyncio.Future
+    deadline: float  # monotonic
+    gap: float
+    arrivals: int = 0
+    _seen: int = -1
 
     def wake(self) -> None:
         if not self.waiter.done():
             self.waiter.set_result(None)
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if self.waiter.done():
+            return
+        if now >= self.deadline or self.arrivals == self._seen:
+            self.wake()
+            return
+        self._seen = self.arrivals
+        asyncio.get_running_loop().call_later(min(self.gap, self.deadline - now), self.tick)
 
 
 def signature_of(inputs: dict[str, np.ndarray]) -> tuple:
@@ -128,10 +144,10 @@ class Batcher:
         self.stats.on_queue_depth(len(self._queue))
         self._arrived.set()
         filling = self._filling
-        if filling is not None and (
-            self._queued_rows >= filling.need or item.signature != filling.signature
-        ):
-            filling.wake()
+        if filling is not None:
+            filling.arrivals += 1
+            if self._queued_rows >= filling.need or item.signature != filling.signature:
+                filling.wake()
         return future
 
     async def _loop(self) -> None:
@@ -186,13 +202,18 @@ class Batcher:
             and not self._queue  # something queued that did not fit: close now
         ):
             loop = asyncio.get_running_loop()
-            filling = _Filling(self.max_rows - rows, batch[0].signature, loop.create_future())
-            timer = loop.call_later(self._fill_wait_s(), filling.wake)
+            filling = _Filling(
+                need=self.max_rows - rows,
+                signature=batch[0].signature,
+                waiter=loop.create_future(),
+                deadline=time.monotonic() + self._fill_wait_s(),
+                gap=self.delay,
+            )
             self._filling = filling
+            filling.tick()
             try:
                 await filling.waiter
             finally:
-                timer.cancel()
                 self._filling = None
             self._take_fitting(batch, rows)
         self.stats.on_queue_depth(len(self._queue))

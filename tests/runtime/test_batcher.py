@@ -21,8 +21,10 @@ class FakeBackend:
         self.gate.set()
         self.entered = threading.Event()
         self.fail = False
+        self.calls = 0
 
     def infer(self, batch: dict[str, list[np.ndarray]], rows: int) -> dict[str, np.ndarray]:
+        self.calls += 1
         self.entered.set()
         self.gate.wait()
         if self.fail:
@@ -164,32 +166,62 @@ def test_delay_timer_waits_for_company_only_while_busy() -> None:
     run(scenario())
 
 
-def test_busy_device_next_batch_fills_until_the_running_one_is_due() -> None:
+def test_busy_device_next_batch_fills_while_requests_keep_coming() -> None:
     async def scenario() -> None:
         backend = FakeBackend(instances=2)
-        # A tiny fixed delay alone would dispatch each straggler on its own.
-        batcher = Batcher(backend, max_batch_size=4, max_queue_delay_s=1e-6, max_queue_size=10)
+        # Stragglers arrive every 10 ms for 0.3 s: more than the 0.2 s delay in all, but
+        # never 0.2 s apart. A fixed delay would cut the batch; the running batch's
+        # long expected duration lets it fill.
+        batcher = Batcher(backend, max_batch_size=32, max_queue_delay_s=0.2, max_queue_size=64)
         batcher.start()
-        batcher.duration_estimate = 3600.0  # recent batches took an hour: worth waiting
+        batcher.duration_estimate = 3600.0
         backend.gate.clear()
         busy = asyncio.create_task(batcher.submit(rows(1), 1))
         await wait_entered(backend)
         tasks = []
-        for _ in range(4):  # arrive one by one, each given time to be dispatched alone
+        for _ in range(30):
             tasks.append(asyncio.create_task(batcher.submit(rows(1), 1)))
             await asyncio.sleep(0.01)
+        # the filled batch goes once arrivals stop for 0.2 s (a hang here is the failure)
+        await asyncio.wait_for(_until(lambda: backend.calls == 2), 30)
         backend.gate.set()
-        await asyncio.gather(busy, *tasks)
-        assert sorted(backend.batches) == [1, 4]
+        await asyncio.wait_for(asyncio.gather(busy, *tasks), 30)
+        assert sorted(backend.batches) == [1, 30]
         await batcher.close()
 
     run(scenario())
 
 
+def test_busy_device_filling_batch_goes_when_arrivals_stop() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend(instances=2)
+        batcher = Batcher(backend, max_batch_size=4, max_queue_delay_s=0.02, max_queue_size=10)
+        batcher.start()
+        batcher.duration_estimate = 3600.0  # long expected batch, but nobody else comes
+        backend.gate.clear()
+        busy = asyncio.create_task(batcher.submit(rows(1), 1))
+        await wait_entered(backend)
+        alone = asyncio.create_task(batcher.submit(rows(1), 1))
+        # Dispatched while the first batch still runs (a hang here is the failure).
+        await asyncio.wait_for(_until(lambda: backend.calls == 2), 30)
+        backend.gate.set()
+        await asyncio.gather(busy, alone)
+        assert backend.batches == [1, 1]
+        await batcher.close()
+
+    run(scenario())
+
+
+async def _until(condition) -> None:
+    while not condition():
+        await asyncio.sleep(0.005)
+
+
 def test_filling_batch_goes_at_once_when_the_device_idles() -> None:
     async def scenario() -> None:
         backend = FakeBackend(instances=2)
-        batcher = Batcher(backend, max_batch_size=4, max_queue_delay_s=1e-6, max_queue_size=10)
+        # Waits of an hour: only the device going idle can release the filling batch.
+        batcher = Batcher(backend, max_batch_size=4, max_queue_delay_s=3600, max_queue_size=10)
         batcher.start()
         batcher.duration_estimate = 3600.0  # a wrong estimate must not stall anyone
         backend.gate.clear()
