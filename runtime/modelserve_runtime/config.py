@@ -33,6 +33,9 @@ class Settings:
     precision: str = "fp32"
     max_batch_size: int = 8
     max_queue_delay_us: int = 1000
+    # A lone request on an idle device runs on the event loop itself when recent batches
+    # took less than this (batcher.py); 0: always in a worker thread.
+    inline_below_us: int = 3000
     max_queue_size: int = 1024
     port: int = 8080
     host: str = "0.0.0.0"
@@ -69,6 +72,7 @@ _OPTIONS: list[tuple[str, str, type, str]] = [
     ("--max-batch-size", "MODELSERVE_MAX_BATCH_SIZE", int, "max_batch_size"),
     ("--max-queue-delay-us", "MODELSERVE_MAX_QUEUE_DELAY_US", int, "max_queue_delay_us"),
     ("--max-queue-size", "MODELSERVE_MAX_QUEUE_SIZE", int, "max_queue_size"),
+    ("--inline-below-us", "MODELSERVE_INLINE_BELOW_US", int, "inline_below_us"),
     ("--port", "MODELSERVE_PORT", int, "port"),
     ("--host", "MODELSERVE_HOST", str, "host"),
     ("--engine-cache-dir", "MODELSERVE_ENGINE_CACHE_DIR", str, "engine_cache_dir"),
@@ -152,6 +156,7 @@ def validate(s: Settings) -> None:
             f"--max-queue-delay-us must be >= 0, got {s.max_queue_delay_us}",
         ),
         (s.max_queue_size >= 1, f"--max-queue-size must be >= 1, got {s.max_queue_size}"),
+        (s.inline_below_us >= 0, f"--inline-below-us must be >= 0, got {s.inline_below_us}"),
         (0 < s.port < 65536, f"--port must be in 1..65535, got {s.port}"),
         (1 <= s.workers <= 64, f"--workers must be in 1..64, got {s.workers}"),
         (s.max_body_bytes >= 1024, f"--max-body-bytes must be >= 1024, got {s.max_body_bytes}"),

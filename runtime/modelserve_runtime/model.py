@@ -4,7 +4,6 @@ signature. The HTTP layer only decodes and encodes."""
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import numpy as np
@@ -68,7 +67,7 @@ class Model:
             max_queue_size=s.max_queue_size,
             batchable=self.backend.batchable,
             stats=BatcherStats(on_queue_depth=labels_q.set, on_batch=on_batch),
-            inline_below_s=float(os.environ.get("MODELSERVE_INLINE_BELOW_US", "0")) / 1e6,
+            inline_below_s=s.inline_below_us / 1e6,
         )
         self.batcher.start()
         self.ready = True

@@ -235,3 +235,61 @@ def test_filling_batch_goes_at_once_when_the_device_idles() -> None:
         await batcher.close()
 
     run(scenario())
+
+
+class ThreadRecordingBackend(FakeBackend):
+    def __init__(self) -> None:
+        super().__init__(instances=2)
+        self.threads: list[str] = []
+
+    def infer(self, batch: dict[str, list[np.ndarray]], rows: int) -> dict[str, np.ndarray]:
+        self.threads.append(threading.current_thread().name)
+        return super().infer(batch, rows)
+
+
+def test_lone_request_on_idle_fast_device_runs_on_the_loop_thread() -> None:
+    async def scenario() -> None:
+        backend = ThreadRecordingBackend()
+        batcher = Batcher(
+            backend, max_batch_size=4, max_queue_delay_s=0, max_queue_size=10, inline_below_s=60
+        )
+        batcher.start()
+        await batcher.submit(rows(1), 1)  # no duration measured yet: a worker thread
+        await batcher.submit(rows(1), 1)  # lone, idle, known to be quick: inline
+        loop_thread = threading.current_thread().name
+        assert backend.threads[0] != loop_thread
+        assert backend.threads[1] == loop_thread
+        # A batch of two (not lone) runs in a thread and keeps the device busy; what
+        # arrives meanwhile goes to a worker thread too, never blocking the loop.
+        backend.gate.clear()
+        busy = [asyncio.create_task(batcher.submit(rows(1), 1)) for _ in range(2)]
+        await asyncio.wait_for(_until(lambda: len(backend.threads) == 3), 30)
+        second = asyncio.create_task(batcher.submit(rows(1), 1))
+        await asyncio.wait_for(_until(lambda: len(backend.threads) == 4), 30)
+        backend.gate.set()
+        await asyncio.gather(*busy, second)
+        assert loop_thread not in backend.threads[2:]
+        assert sorted(backend.batches[2:]) == [1, 2]
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_inline_is_off_at_zero_and_for_slow_models() -> None:
+    async def scenario() -> None:
+        for inline_below_s in (0.0, 1e-9):
+            backend = ThreadRecordingBackend()
+            batcher = Batcher(
+                backend,
+                max_batch_size=4,
+                max_queue_delay_s=0,
+                max_queue_size=10,
+                inline_below_s=inline_below_s,
+            )
+            batcher.start()
+            for _ in range(3):
+                await batcher.submit(rows(1), 1)
+            assert threading.current_thread().name not in backend.threads
+            await batcher.close()
+
+    run(scenario())
