@@ -250,6 +250,9 @@ class EngineServer:
         try:
             if peer.closed:
                 return  # the worker is gone; nobody to answer
+            if future.cancelled():
+                peer.link.send({"id": msg["id"], "error": "request cancelled", "status": 503})
+                return
             exc = future.exception()
             if isinstance(exc, InferenceError):
                 peer.link.send({"id": msg["id"], "error": str(exc), "status": exc.status})
