@@ -79,6 +79,22 @@ def test_abort_sends_traffic_back_and_scales_canary_to_zero(kubectl, namespace, 
     wait_status(kubectl, namespace, "m", canaryRevision=3, canaryWeight=10, phase="Paused")
 
 
+def test_switching_traffic_provider_deletes_the_old_route(kubectl, namespace, operator):
+    kubectl.apply([version("v1"), deployment("m", "v1", traffic=GATEWAY)], namespace)
+    wait_status(kubectl, namespace, "m", phase="Ready", trafficProvider="gateway-api")
+    assert kubectl.get("httproute", "m", namespace)
+
+    kubectl.apply(deployment("m", "v1", traffic={"provider": "service"}), namespace)
+    wait_status(kubectl, namespace, "m", phase="Ready", trafficProvider="service")
+    # A stale HTTPRoute on the Gateway would keep sending requests to the revisions.
+    eventually(lambda: not kubectl.run("get", "httproute", "-n", namespace, "-o",
+                                       "name").stdout.strip(), what="HTTPRoute deleted")
+    assert kubectl.get("svc", "m", namespace)  # the user-facing Service stays
+    events = kubectl.run("get", "events", "-n", namespace, "-o",
+                         "jsonpath={.items[*].reason}").stdout.split()
+    assert "TrafficProviderChanged" in events
+
+
 def test_canary_that_never_gets_ready_is_rolled_back(kubectl, namespace, operator):
     rollout = {**PAUSED_CANARY, "progressDeadlineSeconds": 5}
     kubectl.apply([version("ok"), deployment("d", "ok", replicas=2, rollout=rollout)],

@@ -49,3 +49,16 @@ def test_virtualservice_weights():
 def test_fallback_route():
     route = render("gateway-api", Split(1, 2, 10, fallback=True))["HTTPRoute"]
     assert [b["name"] for b in route["spec"]["rules"][0]["backendRefs"]] == ["m-fallback"]
+
+
+def test_switching_provider_names_the_kinds_left_behind() -> None:
+    from modelserve_operator.render.traffic import API_VERSIONS, stale_kinds
+
+    assert stale_kinds("gateway-api", "service") == ["HTTPRoute"]
+    assert stale_kinds("istio", "gateway-api") == ["VirtualService"]
+    assert stale_kinds("service", "istio") == []  # the Service stays: istio renders it too
+    assert stale_kinds(None, "service") == []  # first apply, or an older operator's status
+    assert stale_kinds("gateway-api", "gateway-api") == []
+    assert stale_kinds("linkerd", "service") == []  # unknown: nothing is guessed
+    for provider in PROVIDERS.values():
+        assert set(provider.kinds) <= set(API_VERSIONS)

@@ -370,6 +370,9 @@ class ModelDeploymentStatus(ApiModel):
     fallback_active: bool | None = Field(
         None, description="True while the fallback version takes the traffic.")
     traffic_note: str | None = Field(None, description="How the weight is realised.")
+    traffic_provider: str | None = Field(
+        None, description="The traffic provider whose routing objects were last applied; "
+        "when spec.traffic.provider changes, the old provider's objects are deleted.")
     control: RolloutControl | None = Field(
         None, description="Pending promote/abort requests (written by the CLI).")
     analysis: AnalysisStatus | None = Field(None, description="Running analysis.")

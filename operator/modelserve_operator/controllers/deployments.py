@@ -32,8 +32,8 @@ from modelserve_operator.render import (
     serving_selector,
 )
 from modelserve_operator.render.labels import MODEL_VERSION_ANNOTATION, POOL, REVISION
-from modelserve_operator.render.names import deployment_name
-from modelserve_operator.render.traffic import Split, provider_for
+from modelserve_operator.render.names import deployment_name, service_name
+from modelserve_operator.render.traffic import API_VERSIONS, Split, provider_for, stale_kinds
 
 MD = "ModelDeployment"
 log = logging.getLogger("modelserve.operator")
@@ -224,6 +224,7 @@ def _rollout_fields(spec: ModelDeploymentSpec, p: Plan, analysis: dict[str, Any]
         "abortedRevision": p.aborted, "previousRevision": p.previous,
         "previousRetireAt": p.previous_retire_at, "analysis": analysis,
         "fallbackActive": fallback_active or None,
+        "trafficProvider": provider.name,
         "trafficNote": None if provider.exact_weights or p.canary is None else (
             f"provider service: the {p.weight}% weight is approximated by the replica ratio "
             f"({p.canary_replicas} canary / {p.stable_replicas} stable pods)"),
@@ -286,9 +287,15 @@ async def _apply(ctx: Context, md: dict[str, Any], meta: Meta, spec: ModelDeploy
     refreshed = Observation(ctx, namespace, name)
     split = Split(p.stable, p.canary if p.canary_replicas else None, p.weight,
                   fallback=_fallback_active(spec, refreshed, p))
+    provider = provider_for(spec)
     await asyncio.gather(*(ctx.ensure(obj["kind"], obj)
-                           for obj in provider_for(spec).render(meta, spec, split,
-                                                                ctx.settings)))
+                           for obj in provider.render(meta, spec, split, ctx.settings)))
+    previous_provider = md.get("status", {}).get("trafficProvider")
+    for kind in stale_kinds(previous_provider, provider.name):
+        await ctx.delete(API_VERSIONS[kind], kind, namespace, service_name(name))
+        await ctx.event(md, "TrafficProviderChanged",
+                        f"traffic.provider is {provider.name} now: deleted {kind} "
+                        f"{service_name(name)} of provider {previous_provider}")
 
     stable_ready = refreshed.ready(p.stable) >= (p.stable_replicas if not autoscaled else 1)
     for revision, dep in refreshed.deployments.items():

@@ -126,3 +126,20 @@ PROVIDERS: dict[str, Provider] = {
 
 def provider_for(spec: ModelDeploymentSpec) -> Provider:
     return PROVIDERS[spec.traffic.provider]
+
+
+# apiVersion of every kind a provider owns, to delete the ones a switch leaves behind.
+API_VERSIONS = {
+    "Service": "v1",
+    "HTTPRoute": "gateway.networking.k8s.io/v1",
+    "VirtualService": "networking.istio.io/v1",
+}
+
+
+def stale_kinds(previous: str | None, current: str) -> list[str]:
+    """Kinds the previous provider applied (named like the user-facing Service) that the
+    current one does not: after spec.traffic.provider changes they would keep routing
+    (an HTTPRoute attached to a Gateway sends requests to the revision Services)."""
+    if previous is None or previous == current or previous not in PROVIDERS:
+        return []
+    return sorted(set(PROVIDERS[previous].kinds) - set(PROVIDERS[current].kinds))
