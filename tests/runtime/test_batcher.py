@@ -1,5 +1,7 @@
-"""Dynamic batcher: batching, splitting, bounded queue, failures. No timed assertions:
-a gate (threading.Event) holds the fake backend so the queue state is deterministic."""
+"""Dynamic batcher: batching, splitting, bounded queue, failures, filling, inline runs.
+No timed assertions: a gate (threading.Event) holds the fake backend so the queue state
+is deterministic. The filling tests rely only on wide margins (arrivals 10 ms apart
+against a 200 ms gap; hour-long waits that only the rule under test can cut short)."""
 
 from __future__ import annotations
 
