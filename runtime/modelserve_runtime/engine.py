@@ -13,10 +13,8 @@ arena cut into slots; a request's input bytes go into a free slot and the engine
 the outputs back into the same slot. Requests that do not fit (or find no free slot)
 travel inline in the frame instead; nothing ever blocks on slots.
 
-Both ends speak through `FrameLink`, a plain asyncio protocol: frames written in one
-event-loop turn leave as one send, and every whole frame in a read is handled at once.
-The engine's event loop thread is the one thread every request crosses; stream
-coroutines and a task per request cost it more than the frames themselves.
+Both ends speak through `wire.FrameLink`; the engine answers from each batch future's
+callback (no task per request): its event loop is the one thread every request crosses.
 """
 
 from __future__ import annotations
@@ -30,12 +28,9 @@ import os
 import pickle
 import signal
 import socket
-import struct
 import time
-from collections.abc import Callable
 from functools import partial
 from multiprocessing import resource_tracker, shared_memory
-from typing import Any
 
 import numpy as np
 
@@ -45,75 +40,9 @@ from .config import Settings
 from .errors import InferenceError, Unavailable
 from .metrics import Metrics
 from .model import Model
+from .wire import LENGTH, FrameLink, frame
 
 log = logging.getLogger("modelserve.engine")
-_LEN = struct.Struct("<I")
-
-
-def _frame(obj: Any) -> bytes:
-    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return _LEN.pack(len(payload)) + payload
-
-
-class FrameLink(asyncio.Protocol):
-    """Length-prefixed pickle frames over a stream socket, both ways."""
-
-    def __init__(
-        self,
-        on_frame: Callable[[Any], None],
-        on_lost: Callable[[], None] = lambda: None,
-    ) -> None:
-        self.on_frame = on_frame
-        self.on_lost = on_lost
-        self.transport: asyncio.Transport | None = None
-        self._inbox = bytearray()
-        self._outbox: list[bytes] = []
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        if self._outbox:  # sent before the transport existed (the engine's greeting)
-            self._flush()
-
-    def data_received(self, data: bytes) -> None:
-        inbox = self._inbox
-        inbox += data
-        pos, end = 0, len(inbox)
-        while end - pos >= _LEN.size:
-            (length,) = _LEN.unpack_from(inbox, pos)
-            if end - pos - _LEN.size < length:
-                break
-            start = pos + _LEN.size
-            pos = start + length
-            try:
-                self.on_frame(pickle.loads(inbox[start:pos]))
-            except Exception:  # one bad frame must not take the link down
-                log.exception("failed to handle a frame")
-        if pos:
-            del inbox[:pos]
-
-    def send(self, obj: Any) -> None:
-        if not self._outbox and self.transport is not None:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._outbox.append(_frame(obj))
-
-    def _flush(self) -> None:
-        if self.transport is None:
-            return
-        frames, self._outbox = self._outbox, []
-        if not self.transport.is_closing():
-            self.transport.write(b"".join(frames))
-
-    def close(self) -> None:
-        if self._outbox:
-            self._flush()
-        if self.transport is not None:
-            self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        self.on_lost()
-
-
 def _row_bytes(specs: list[TensorSpec]) -> int:
     total = 0
     for spec in specs:
@@ -324,8 +253,8 @@ class RemoteModel(Model):
             except (FileNotFoundError, ConnectionRefusedError):
                 sock.close()
                 time.sleep(0.1)  # the engine is still loading / building
-        header = self._recv_exact(sock, _LEN.size)
-        sig = pickle.loads(self._recv_exact(sock, _LEN.unpack(header)[0]))
+        header = self._recv_exact(sock, LENGTH.size)
+        sig = pickle.loads(self._recv_exact(sock, LENGTH.unpack(header)[0]))
         backend = self.backend
         backend.inputs, backend.outputs = sig["inputs"], sig["outputs"]
         backend.platform = sig["platform"]
@@ -337,7 +266,7 @@ class RemoteModel(Model):
         self.shm = shared_memory.SharedMemory(create=True, size=self.slot_bytes * self.slots)
         _prefault(self.shm.buf, write=True)
         self._free = list(range(self.slots))
-        sock.sendall(_frame({"shm": self.shm.name}))
+        sock.sendall(frame({"shm": self.shm.name}))
         self._sock = sock
 
     @staticmethod

@@ -1,11 +1,12 @@
-"""FrameLink: the engine/worker wire. Frames split across reads, many frames in one read,
+"""wire.FrameLink: the engine/worker wire. Frames split across reads, many frames in one read,
 and writes within one event-loop turn coalesced into one send."""
 
 from __future__ import annotations
 
 import asyncio
 
-from modelserve_runtime.engine import FrameLink, _frame
+from modelserve_runtime.wire import FrameLink
+from modelserve_runtime.wire import frame as _frame
 
 
 class FakeTransport(asyncio.Transport):
