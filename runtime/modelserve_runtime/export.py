@@ -11,20 +11,13 @@ starts from exactly these bytes.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib
 import sys
 from typing import Any
 
+from .fetch import sha256_file
+
 _DTYPES = ("float32", "float16", "bfloat16", "int64", "int32", "bool", "uint8")
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def parse_input(text: str) -> tuple[str, tuple[int, ...], str]:

@@ -20,6 +20,15 @@ import urllib.request
 CHUNK = 1 << 20
 
 
+def sha256_file(path: str) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks (models are large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _copy(reader, writer, digest: hashlib._Hash, total: int | None) -> int:
     done = 0
     last = time.monotonic()

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from modelserve_runtime.backends import TensorSpec, batch_buckets, parse_specs
-from modelserve_runtime.backends.tensorrt import engine_cache_key, file_sha256
+from modelserve_runtime.backends.tensorrt import engine_cache_key
 from modelserve_runtime.config import Settings
+from modelserve_runtime.fetch import sha256_file
 
 
 @pytest.mark.parametrize(
@@ -48,7 +49,7 @@ def test_parse_specs() -> None:
 def test_engine_cache_key_names_everything_that_changes_an_engine(tmp_path: Path) -> None:
     model = tmp_path / "m.onnx"
     model.write_bytes(b"onnx bytes")
-    digest = file_sha256(str(model))
+    digest = sha256_file(str(model))
     key = engine_cache_key(digest, (9, 0), "10.8.0", "fp16", 64)
     assert key == f"{digest}-sm90-trt10.8.0-fp16-b64.plan"
     others = {
@@ -116,7 +117,7 @@ def test_tensorrt_builds_caches_and_reloads(tmp_path: Path) -> None:
 
     first = load()
     plans = list(cache.glob("*.plan"))
-    assert len(plans) == 1 and plans[0].name.startswith(file_sha256(str(model)))
+    assert len(plans) == 1 and plans[0].name.startswith(sha256_file(str(model)))
     mtime = plans[0].stat().st_mtime_ns
     second = load()  # from the cache: the file is not rewritten
     assert plans[0].stat().st_mtime_ns == mtime

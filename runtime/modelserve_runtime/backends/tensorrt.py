@@ -13,7 +13,6 @@ binding. NOTE: not exercised in CI or in this repo's benchmark; tests run only w
 
 from __future__ import annotations
 
-import hashlib
 import os
 import queue
 import tempfile
@@ -21,15 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from ..fetch import sha256_file
 from . import Backend, Chunks, TensorSpec, concat, log
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def engine_cache_key(
@@ -88,7 +80,7 @@ class TensorRTBackend(Backend):
     def _cached_or_built_plan(self) -> bytes:
         trt, torch, s = self.trt, self.torch, self.settings
         key = engine_cache_key(
-            file_sha256(s.model_path),
+            sha256_file(s.model_path),
             torch.cuda.get_device_capability(self.device),
             trt.__version__,
             s.precision,
