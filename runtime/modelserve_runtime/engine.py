@@ -356,12 +356,7 @@ class RemoteModel(Model):
         finally:
             if slot is not None:
                 self._free.append(slot)
-        if request.outputs:
-            return [
-                (o.name, results[o.name], request.binary_output if o.binary is None else o.binary)
-                for o in request.outputs
-            ]
-        return [(name, results[name], request.binary_output) for name in self._outputs]
+        return self.select_outputs(request, results)
 
     def close(self) -> None:
         if self.link is not None:

@@ -135,6 +135,12 @@ class Model:
             raise Unavailable(f"model {self.name!r} is not ready")
         feeds, rows = self.validate(request)
         results = await self.batcher.submit(feeds, rows)
+        return self.select_outputs(request, results)
+
+    def select_outputs(
+        self, request: InferRequest, results: dict[str, np.ndarray]
+    ) -> list[tuple[str, np.ndarray, bool]]:
+        """The outputs the request asked for (all by default), each with its binary flag."""
         if request.outputs:
             return [
                 (o.name, results[o.name], request.binary_output if o.binary is None else o.binary)
