@@ -110,8 +110,7 @@ class Batcher:
         self._queue: collections.deque[_Item] = collections.deque()
         self._arrived = asyncio.Event()
         self._free = asyncio.Semaphore(self.slots)
-        self._running = 0
-        self._running_since: list[float] = []  # monotonic start of each running batch
+        self._started: list[float] = []  # monotonic start of each running batch
         self._queued_rows = 0
         self._filling: _Filling | None = None  # the batch waiting for company, if any
         # Exponentially weighted duration of recent batches (None until one has run).
@@ -120,6 +119,10 @@ class Batcher:
         self._task: asyncio.Task | None = None
         self._batches: set[asyncio.Task] = set()
         self._closed = False
+
+    @property
+    def _running(self) -> int:
+        return len(self._started)
 
     @property
     def depth(self) -> int:
@@ -187,8 +190,8 @@ class Batcher:
         batch has a fifth of its expected time left (never more than one batch time)."""
         wait = self.delay
         estimate = self.duration_estimate
-        if estimate is not None and self._running_since:
-            due = min(self._running_since) + 0.8 * estimate - time.monotonic()
+        if estimate is not None and self._started:
+            due = min(self._started) + 0.8 * estimate - time.monotonic()
             wait = max(wait, min(due, estimate))
         return wait
 
@@ -238,7 +241,8 @@ class Batcher:
         )
 
     async def _run(self, batch: list[_Item]) -> None:
-        self._running += 1
+        started = time.monotonic()
+        self._started.append(started)
         try:
             rows = sum(item.rows for item in batch)
             chunks: dict[str, list[np.ndarray]] = {name: [] for name in batch[0].inputs}
@@ -246,9 +250,6 @@ class Batcher:
                 for name, array in item.inputs.items():
                     chunks[name].append(array)
             loop = asyncio.get_running_loop()
-            started = time.perf_counter()
-            since = time.monotonic()
-            self._running_since.append(since)
             try:
                 if self._run_inline(batch):
                     outputs = self.backend.infer(chunks, rows)
@@ -261,9 +262,7 @@ class Batcher:
                     if not item.future.done():
                         item.future.set_exception(exc)
                 return
-            finally:
-                self._running_since.remove(since)
-            seconds = time.perf_counter() - started
+            seconds = time.monotonic() - started
             previous = self.duration_estimate
             self.duration_estimate = seconds if previous is None else 0.8 * previous + 0.2 * seconds
             self.stats.on_batch(rows, seconds)
@@ -275,7 +274,7 @@ class Batcher:
                     )
                 offset += item.rows
         finally:
-            self._running -= 1
+            self._started.remove(started)
             self._free.release()
             if self._running == 0 and self._filling is not None:
                 self._filling.wake()  # the device idles: the filling batch goes now
