@@ -60,18 +60,26 @@ def pod_problem(pods: list[dict[str, Any]], gpu_request: str | None) -> Problem 
                     "Unschedulable",
                     f"pod {name} cannot be scheduled: {detail}. Check nodeSelector, "
                     f"tolerations and resource requests.")
+    if found := _first_waiting(pods, ("ErrImagePull", "ImagePullBackOff", "InvalidImageName")):
+        name, reason, detail = found
+        return Problem(
+            "ImagePullFailed",
+            f"pod {name} cannot pull its image ({reason}: {detail}). Check "
+            f"spec.runtime.image and imagePullSecrets.")
+    if found := _first_waiting(pods, ("CrashLoopBackOff",)):
+        name, reason, detail = found
+        return Problem(
+            "CrashLooping",
+            f"pod {name} keeps crashing ({detail or reason}). Read its logs: "
+            f"kubectl logs {name} --previous.")
+    return None
+
+
+def _first_waiting(pods: list[dict[str, Any]],
+                   reasons: tuple[str, ...]) -> tuple[str, str, str] | None:
+    """(pod name, reason, detail) of the first container waiting for one of `reasons`."""
     for pod in pods:
         for reason, detail in _waiting_reasons(pod):
-            if reason in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName"):
-                return Problem(
-                    "ImagePullFailed",
-                    f"pod {pod['metadata']['name']} cannot pull its image ({reason}: "
-                    f"{detail}). Check spec.runtime.image and imagePullSecrets.")
-    for pod in pods:
-        for reason, detail in _waiting_reasons(pod):
-            if reason == "CrashLoopBackOff":
-                return Problem(
-                    "CrashLooping",
-                    f"pod {pod['metadata']['name']} keeps crashing ({detail or reason}). "
-                    f"Read its logs: kubectl logs {pod['metadata']['name']} --previous.")
+            if reason in reasons:
+                return pod["metadata"]["name"], reason, detail
     return None
