@@ -46,6 +46,25 @@ async def wait_entered(backend: FakeBackend) -> None:
         await asyncio.sleep(0.001)
 
 
+async def _until(condition) -> None:
+    while not condition():
+        await asyncio.sleep(0.005)
+
+
+async def busy_device(max_batch: int, delay_s: float) -> tuple[FakeBackend, Batcher, asyncio.Task]:
+    """Two instances, one one-row batch held at the gate (the device is busy), and recent
+    batches said to have taken an hour: the setting in which a next batch fills."""
+    backend = FakeBackend(instances=2)
+    batcher = Batcher(backend, max_batch_size=max_batch, max_queue_delay_s=delay_s,
+                      max_queue_size=64)
+    batcher.start()
+    batcher.duration_estimate = 3600.0
+    backend.gate.clear()
+    busy = asyncio.create_task(batcher.submit(rows(1), 1))
+    await wait_entered(backend)
+    return backend, batcher, busy
+
+
 def run(coro):
     return asyncio.run(coro)
 
@@ -170,16 +189,10 @@ def test_delay_timer_waits_for_company_only_while_busy() -> None:
 
 def test_busy_device_next_batch_fills_while_requests_keep_coming() -> None:
     async def scenario() -> None:
-        backend = FakeBackend(instances=2)
         # Stragglers arrive every 10 ms for 0.3 s: more than the 0.2 s delay in all, but
         # never 0.2 s apart. A fixed delay would cut the batch; the running batch's
         # long expected duration lets it fill.
-        batcher = Batcher(backend, max_batch_size=32, max_queue_delay_s=0.2, max_queue_size=64)
-        batcher.start()
-        batcher.duration_estimate = 3600.0
-        backend.gate.clear()
-        busy = asyncio.create_task(batcher.submit(rows(1), 1))
-        await wait_entered(backend)
+        backend, batcher, busy = await busy_device(max_batch=32, delay_s=0.2)
         tasks = []
         for _ in range(30):
             tasks.append(asyncio.create_task(batcher.submit(rows(1), 1)))
@@ -196,13 +209,8 @@ def test_busy_device_next_batch_fills_while_requests_keep_coming() -> None:
 
 def test_busy_device_filling_batch_goes_when_arrivals_stop() -> None:
     async def scenario() -> None:
-        backend = FakeBackend(instances=2)
-        batcher = Batcher(backend, max_batch_size=4, max_queue_delay_s=0.02, max_queue_size=10)
-        batcher.start()
-        batcher.duration_estimate = 3600.0  # long expected batch, but nobody else comes
-        backend.gate.clear()
-        busy = asyncio.create_task(batcher.submit(rows(1), 1))
-        await wait_entered(backend)
+        # A long expected batch, but nobody else comes.
+        backend, batcher, busy = await busy_device(max_batch=4, delay_s=0.02)
         alone = asyncio.create_task(batcher.submit(rows(1), 1))
         # Dispatched while the first batch still runs (a hang here is the failure).
         await asyncio.wait_for(_until(lambda: backend.calls == 2), 30)
@@ -214,21 +222,11 @@ def test_busy_device_filling_batch_goes_when_arrivals_stop() -> None:
     run(scenario())
 
 
-async def _until(condition) -> None:
-    while not condition():
-        await asyncio.sleep(0.005)
-
-
 def test_filling_batch_goes_at_once_when_the_device_idles() -> None:
     async def scenario() -> None:
-        backend = FakeBackend(instances=2)
-        # Waits of an hour: only the device going idle can release the filling batch.
-        batcher = Batcher(backend, max_batch_size=4, max_queue_delay_s=3600, max_queue_size=10)
-        batcher.start()
-        batcher.duration_estimate = 3600.0  # a wrong estimate must not stall anyone
-        backend.gate.clear()
-        busy = asyncio.create_task(batcher.submit(rows(1), 1))
-        await wait_entered(backend)
+        # Waits of an hour: only the device going idle can release the filling batch (a
+        # wrong estimate must not stall anyone).
+        backend, batcher, busy = await busy_device(max_batch=4, delay_s=3600)
         waiting = asyncio.create_task(batcher.submit(rows(1), 1))
         await asyncio.sleep(0.01)
         backend.gate.set()  # the running batch ends: the filling one must go now
