@@ -66,9 +66,9 @@ class TorchBackend(Backend):
         if use_cuda:
             # On a GPU the host side only copies requests into pinned memory, from several
             # instance threads at once. torch's intra-op (OpenMP) pool made those copies
-            # slower, not faster: hack/bench-runtime measured a 64-row ResNet-50 batch of
-            # one-row chunks at 7990 rows/s with the pool and 9370 without (2 instances),
-            # and +0.23 ms on batch-1 latency from a worker thread.
+            # slower, not faster: a 64-row ResNet-50 batch of one-row chunks ran at 7990
+            # rows/s with the pool and 9370 without (2 instances, H200), and batch-1 took
+            # +0.23 ms from a worker thread (hack/probe-backend-threads).
             torch.set_num_threads(1)
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
