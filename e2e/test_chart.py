@@ -359,8 +359,12 @@ def test_helm_upgrade_with_a_changed_crd_keeps_models_serving(kubectl, release, 
         helm.run("upgrade", RELEASE, str(new_chart), "-n", namespace, "--reuse-values")
         assert "0.1.1-e2e" in helm.run("list", "-n", namespace, "-o", "json").stdout
 
-        # The new schema is served (kubectl explain reads it from the API server).
-        explained = kubectl.run("explain", "modeldeployment.spec.owner").stdout
+        # The new schema is served (kubectl explain reads it from the API server). The
+        # API server republishes its OpenAPI a moment after the CRD is Established: a
+        # first explain can still miss the field (seen once in CI).
+        explained = eventually(
+            lambda: kubectl.run("explain", "modeldeployment.spec.owner", check=False).stdout,
+            timeout=60, what="the new CRD field in the served OpenAPI")
         assert "Team that owns this model." in explained
 
         # Existing models keep serving: same Deployments, untouched, still Ready; and the
