@@ -59,6 +59,9 @@ class Settings:
     workers: int = 1
     # With workers: 1 = one engine process owns the model, workers only do HTTP.
     engine_process: int = 0
+    # Not a flag: False in the engine process, whose threads do no HTTP (backends pick
+    # their default `instances` by it).
+    serves_http: bool = True
 
 
 # flag name, env var, type, Settings field

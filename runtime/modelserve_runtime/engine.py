@@ -29,6 +29,7 @@ import pickle
 import signal
 import socket
 import time
+from dataclasses import replace
 from functools import partial
 from multiprocessing import resource_tracker, shared_memory
 
@@ -104,6 +105,7 @@ class _WorkerPeer:
 
 class EngineServer:
     def __init__(self, settings: Settings, socket_path: str) -> None:
+        settings = replace(settings, serves_http=False)
         self.settings = settings
         self.socket_path = socket_path
         self.metrics = Metrics()

@@ -10,7 +10,9 @@ import pytest
 
 from modelserve_runtime.backends import TensorSpec, batch_buckets, parse_specs
 from modelserve_runtime.backends.tensorrt import engine_cache_key
+from modelserve_runtime.backends.torch import default_instances
 from modelserve_runtime.config import Settings
+from modelserve_runtime.engine import EngineServer
 from modelserve_runtime.fetch import sha256_file
 
 
@@ -59,6 +61,19 @@ def test_engine_cache_key_names_everything_that_changes_an_engine(tmp_path: Path
         engine_cache_key(digest, (9, 0), "10.8.0", "fp16", 32),
     }
     assert key not in others and len(others) == 4
+
+
+def test_torch_instances_default_to_three_only_where_no_http_shares_the_gil() -> None:
+    assert default_instances(on_gpu=True, serves_http=False) == 3
+    assert default_instances(on_gpu=True, serves_http=True) == 2
+    assert default_instances(on_gpu=False, serves_http=False) == 1
+
+
+def test_engine_process_tells_its_backend_it_serves_no_http(tmp_path: Path) -> None:
+    settings = Settings(model_name="m", model_path=str(tmp_path / "m.onnx"))
+    assert settings.serves_http
+    engine = EngineServer(settings, str(tmp_path / "engine.sock"))
+    assert engine.model.backend.settings.serves_http is False
 
 
 def test_torch_backend_cpu(tmp_path: Path) -> None:

@@ -27,6 +27,19 @@ def _flatten_outputs(result: Any) -> list[Any]:
     return [result]
 
 
+def default_instances(on_gpu: bool, serves_http: bool) -> int:
+    """Batches in flight when --instances is not given. On a GPU, while one batch's rows
+    are copied in and out on the host, the others keep the GPU busy: three in an engine
+    process, which does no HTTP (ResNet-50 on an H200, 12 HTTP workers + engine,
+    concurrency 512: 7741 req/s with 2, 9602 with 3, 9365 with 4; BERT-base 15948 /
+    16145 / 15493). Two in a process that also serves HTTP, where a third thread takes
+    the GIL from the event loop (ResNet-50, one process, concurrency 256: 5010 req/s with
+    2, 3240 with 3). Measured by hack/bench-runtime."""
+    if not on_gpu:
+        return 1
+    return 2 if serves_http else 3
+
+
 @dataclass
 class _Graph:
     graph: Any
@@ -105,11 +118,7 @@ class TorchBackend(Backend):
         ]
         self.buckets = batch_buckets(s.max_batch_size) if self.batchable else []
         self.use_graphs = use_cuda and self.batchable
-        # Three batches in flight on a GPU: while one batch's rows are copied in and out
-        # on the host, the others keep the GPU busy. ResNet-50 on an H200, 12 HTTP
-        # workers + engine at concurrency 512: 7741 req/s with 2, 9602 with 3, 9365 with
-        # 4; BERT-base 15948 / 16145 / 15493 (hack/bench-runtime).
-        self.instances = s.instances or (3 if use_cuda else 1)
+        self.instances = s.instances or default_instances(use_cuda, s.serves_http)
         self._slots: queue.Queue[_Slot] = queue.Queue()
         for _ in range(self.instances):
             self._slots.put(self._make_slot())
