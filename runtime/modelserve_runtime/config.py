@@ -162,6 +162,10 @@ def validate(s: Settings) -> None:
         (s.inline_below_us >= 0, f"--inline-below-us must be >= 0, got {s.inline_below_us}"),
         (0 < s.port < 65536, f"--port must be in 1..65535, got {s.port}"),
         (1 <= s.workers <= 64, f"--workers must be in 1..64, got {s.workers}"),
+        (
+            0 <= s.instances <= 16,
+            f"--instances must be in 0..16 (0: the backend's default), got {s.instances}",
+        ),
         (s.max_body_bytes >= 1024, f"--max-body-bytes must be >= 1024, got {s.max_body_bytes}"),
         (
             (s.tls_cert is None) == (s.tls_key is None),

@@ -37,6 +37,7 @@ def test_backend_follows_format_when_not_given() -> None:
         ([*BASE, "--max-batch-size", "0"], {}, "must be >= 1"),
         ([*BASE, "--precision", "fp8"], {}, "--precision must be one of"),
         ([*BASE, "--tls-cert", "/c"], {}, "together"),
+        (BASE, {"MODELSERVE_INSTANCES": "-1"}, "--instances must be in 0..16"),
         (BASE, {"MODELSERVE_BACKEND": "tvm"}, "--backend must be one of"),
     ],
 )
