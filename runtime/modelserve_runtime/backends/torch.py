@@ -31,10 +31,10 @@ def default_instances(on_gpu: bool, serves_http: bool) -> int:
     """Batches in flight when --instances is not given. On a GPU, while one batch's rows
     are copied in and out on the host, the others keep the GPU busy: three in an engine
     process, which does no HTTP (ResNet-50 on an H200, 12 HTTP workers + engine,
-    concurrency 512: 7741 req/s with 2, 9602 with 3, 9365 with 4; BERT-base 15948 /
-    16145 / 15493). Two in a process that also serves HTTP, where a third thread takes
-    the GIL from the event loop (ResNet-50, one process, concurrency 256: 5010 req/s with
-    2, 3240 with 3). Measured by hack/bench-runtime."""
+    concurrency 512: 8160-8261 req/s with 2, 9428-9846 with 3, 9365 with 4; BERT-base
+    15808-15968 / 15930-16190 / 15493). Two in a process that also serves HTTP, where a
+    third thread takes the GIL from the event loop (ResNet-50, one process, concurrency
+    256: 5010-5463 req/s with 2, 3240 with 3). Measured by hack/bench-runtime."""
     if not on_gpu:
         return 1
     return 2 if serves_http else 3
