@@ -14,6 +14,7 @@ from dataclasses import dataclass
 FORMATS = ("onnx", "torchscript", "tensorrt-plan")
 BACKENDS = ("onnxruntime", "torch", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+TORCH_COMPILE = ("auto", "off", "default", "max-autotune")
 
 # Which backend serves a format when the operator does not say.
 DEFAULT_BACKEND = {"onnx": "onnxruntime", "torchscript": "torch", "tensorrt-plan": "tensorrt"}
@@ -40,6 +41,9 @@ class Settings:
     port: int = 8080
     host: str = "0.0.0.0"
     engine_cache_dir: str | None = None
+    # torch backend: compile a .pt2 program with torch.compile (backends/compiled.py).
+    # auto = inductor's default mode on a GPU; off = eager ops in CUDA graphs.
+    torch_compile: str = "auto"
     api_keys_file: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -79,6 +83,7 @@ _OPTIONS: list[tuple[str, str, type, str]] = [
     ("--port", "MODELSERVE_PORT", int, "port"),
     ("--host", "MODELSERVE_HOST", str, "host"),
     ("--engine-cache-dir", "MODELSERVE_ENGINE_CACHE_DIR", str, "engine_cache_dir"),
+    ("--torch-compile", "MODELSERVE_TORCH_COMPILE", str, "torch_compile"),
     ("--api-keys-file", "MODELSERVE_API_KEYS_FILE", str, "api_keys_file"),
     ("--tls-cert", "MODELSERVE_TLS_CERT", str, "tls_cert"),
     ("--tls-key", "MODELSERVE_TLS_KEY", str, "tls_key"),
@@ -152,6 +157,10 @@ def validate(s: Settings) -> None:
         (
             s.precision in PRECISIONS,
             f"--precision must be one of {PRECISIONS}, got {s.precision!r}",
+        ),
+        (
+            s.torch_compile in TORCH_COMPILE,
+            f"--torch-compile must be one of {TORCH_COMPILE}, got {s.torch_compile!r}",
         ),
         (s.max_batch_size >= 1, f"--max-batch-size must be >= 1, got {s.max_batch_size}"),
         (

@@ -1,0 +1,202 @@
+"""The torch backend's compiled engine: cache key, build/load decision, the cache file's
+fallbacks (CPU, with a stand-in for torch.compiler), and on a GPU a real build and
+reload (skipped elsewhere)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import stat
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from modelserve_runtime.backends import compiled
+from modelserve_runtime.backends.compiled import BuildOptions, EngineKey, plan
+from modelserve_runtime.config import ConfigError, Settings, load_settings
+
+KEY = EngineKey(
+    model_sha256="ab" * 32,
+    capability="sm90",
+    torch_version="2.11.0+cu130",
+    precision="fp16",
+    buckets=(1, 2, 4, 8, 16, 32, 48, 64, 80, 96, 112, 128),
+    options=BuildOptions(),
+)
+
+
+def test_engine_key_names_everything_that_changes_the_generated_code() -> None:
+    name = KEY.filename()
+    assert name.startswith("abababababababab-sm90-torch2.11.0-cu130-fp16-b128-")
+    assert name.endswith(".torchcompile")
+    changed = [
+        dataclasses.replace(KEY, model_sha256="cd" * 32),
+        dataclasses.replace(KEY, capability="sm80"),
+        dataclasses.replace(KEY, torch_version="2.12.0+cu130"),
+        dataclasses.replace(KEY, precision="bf16"),
+        dataclasses.replace(KEY, buckets=(1, 2, 4, 8, 16, 32, 64, 128)),
+        dataclasses.replace(KEY, options=BuildOptions(mode="max-autotune")),
+        dataclasses.replace(KEY, options=BuildOptions(freezing=False)),
+        dataclasses.replace(KEY, options=BuildOptions(dynamic_batch=False)),
+        dataclasses.replace(KEY, options=BuildOptions(channels_last=False)),
+    ]
+    names = {k.filename() for k in changed}
+    assert len(names) == len(changed) and name not in names
+    assert EngineKey(**dataclasses.asdict(KEY) | {"options": BuildOptions()}).filename() == name
+
+
+def test_engine_key_changes_with_the_recipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = KEY.filename()
+    monkeypatch.setattr(compiled, "RECIPE", compiled.RECIPE + 1)
+    assert KEY.filename() != before
+
+
+def test_plan_compiles_only_an_exported_program_on_a_gpu(tmp_path: Path) -> None:
+    pt2 = str(tmp_path / "m.pt2")
+    assert plan("off", True, pt2, str(tmp_path), KEY).action == "eager"
+    assert plan("auto", False, pt2, str(tmp_path), KEY).action == "eager"
+    torchscript = plan("auto", True, str(tmp_path / "m.pt"), str(tmp_path), KEY)
+    assert torchscript.action == "eager" and ".pt2" in torchscript.why
+    assert plan("auto", True, pt2, str(tmp_path), None).action == "eager"
+
+
+def test_plan_builds_then_loads_from_the_cache(tmp_path: Path) -> None:
+    pt2 = str(tmp_path / "m.pt2")
+    first = plan("auto", True, pt2, str(tmp_path), KEY)
+    assert first.action == "build" and first.path == str(tmp_path / KEY.filename())
+    Path(first.path).write_bytes(b"artifacts")
+    second = plan("default", True, pt2, str(tmp_path), KEY)
+    assert second.action == "load" and second.path == first.path
+    other = dataclasses.replace(KEY, precision="bf16")
+    assert plan("auto", True, pt2, str(tmp_path), other).action == "build"
+
+
+def test_plan_without_a_cache_dir_builds_every_start(tmp_path: Path) -> None:
+    p = plan("auto", True, str(tmp_path / "m.pt2"), None, KEY)
+    assert p.action == "build" and p.path is None
+
+
+def test_options_follow_the_setting_and_the_model() -> None:
+    assert compiled.options_for("auto", True) == BuildOptions()
+    assert compiled.options_for("default", False).channels_last is False
+    assert compiled.options_for("max-autotune", True).mode == "max-autotune"
+
+
+def _fake_torch(saved: bytes | None = b"blob", load_error: Exception | None = None):
+    loaded: list[bytes] = []
+
+    def load_cache_artifacts(blob: bytes) -> None:
+        if load_error is not None:
+            raise load_error
+        loaded.append(blob)
+
+    compiler = SimpleNamespace(
+        save_cache_artifacts=lambda: None if saved is None else (saved, object()),
+        load_cache_artifacts=load_cache_artifacts,
+    )
+    return SimpleNamespace(compiler=compiler), loaded
+
+
+def test_save_writes_the_whole_file_by_rename_and_load_reads_it(tmp_path: Path) -> None:
+    torch, loaded = _fake_torch(b"x" * 1000)
+    path = str(tmp_path / "cache" / KEY.filename())
+    assert compiled.save_artifacts(torch, path)
+    assert Path(path).read_bytes() == b"x" * 1000
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [KEY.filename()]  # no temp left
+    assert compiled.load_artifacts(torch, path) and loaded == [b"x" * 1000]
+
+
+def test_an_unusable_cache_file_means_compile_not_fail(tmp_path: Path) -> None:
+    path = tmp_path / KEY.filename()
+    path.write_bytes(b"truncated")
+    torch, _ = _fake_torch(load_error=RuntimeError("bad magic"))
+    assert compiled.load_artifacts(torch, str(path)) is False
+    assert compiled.load_artifacts(torch, str(tmp_path / "missing")) is False
+
+
+def test_nothing_to_save_or_a_read_only_volume_still_serves(tmp_path: Path) -> None:
+    torch, _ = _fake_torch(saved=None)
+    assert compiled.save_artifacts(torch, str(tmp_path / "a")) is False
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only directories")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    torch, _ = _fake_torch()
+    assert compiled.save_artifacts(torch, str(ro / "b")) is False
+
+
+def test_progress_says_what_it_is_doing(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="modelserve.backend")
+    with compiled.progress("building engine", every_s=0.01) as clock:
+        while not any("building engine, " in r.message for r in caplog.records):
+            pass
+    assert clock() > 0
+
+
+def test_torch_compile_setting_is_validated() -> None:
+    base = ["--model-name", "m", "--model-path", "/m.pt2", "--format", "torchscript"]
+    assert load_settings(base, {}).torch_compile == "auto"
+    assert load_settings(base, {"MODELSERVE_TORCH_COMPILE": "off"}).torch_compile == "off"
+    with pytest.raises(ConfigError, match="--torch-compile"):
+        load_settings([*base, "--torch-compile", "fast"], {})
+
+
+# --- on a GPU ----------------------------------------------------------------------
+def _conv_program(torch, path: Path) -> None:
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1),
+        torch.nn.BatchNorm2d(16),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(16, 10),
+    ).eval()
+    batch = torch.export.Dim("batch", min=1, max=16)
+    program = torch.export.export(model, (torch.randn(4, 3, 32, 32),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(path))
+
+
+def test_compiled_engine_builds_caches_and_reloads_on_a_gpu(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from modelserve_runtime.backends.torch import TorchBackend
+
+    model = tmp_path / "conv.pt2"
+    _conv_program(torch, model)
+    spec = [{"name": "input", "datatype": "FP16", "shape": [-1, 3, 32, 32]}]
+
+    def backend(compile_setting: str) -> TorchBackend:
+        b = TorchBackend(
+            Settings(
+                model_name="conv",
+                model_path=str(model),
+                model_format="torchscript",
+                backend="torch",
+                precision="fp16",
+                max_batch_size=16,
+                inputs=json.dumps(spec),
+                engine_cache_dir=str(tmp_path / "engines"),
+                torch_compile=compile_setting,
+            )
+        )
+        b.load()
+        b.warmup()
+        return b
+
+    x = np.random.default_rng(1).standard_normal((5, 3, 32, 32)).astype(np.float16)
+    eager = backend("off").infer({"input": [x]}, 5)["output0"]
+    built = backend("auto")
+    assert built.engine_info["action"] == "build" and built.engine_info["saved"]
+    assert len(list((tmp_path / "engines").iterdir())) == 1
+    reloaded = backend("auto")
+    assert reloaded.engine_info["action"] == "load"
+    for b in (built, reloaded):
+        out = b.infer({"input": [x]}, 5)["output0"]
+        err = np.linalg.norm(out - eager) / np.linalg.norm(eager)
+        assert err < 2e-2, err
