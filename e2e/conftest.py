@@ -1,7 +1,9 @@
-"""Session-wide local cluster and CRDs; a fresh namespace per test.
+"""Session-wide local cluster, CRDs and operator; a fresh namespace per test.
 
 If the cluster is not running, the session starts it with `hack/cluster up` and stops it
 at the end; when it already runs (hack/test, or a developer's shell) it is left running.
+The session's operator is the chart's, running as pods on the real node (OperatorPod);
+real models are served to the runtime pods from this host (ModelStore).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import uuid
 import pytest
 
 from e2e.kube import Kubectl
-from e2e.operator_process import OperatorProcess
+from e2e.models import ModelStore
+from e2e.operator_pod import OperatorPod
 from e2e.runtime_metrics import RuntimePrometheus
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -52,19 +55,31 @@ def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def operator(kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> OperatorProcess:
-    """One real operator process for the session (tests may kill and restart it)."""
-    process = OperatorProcess(kubectl.kubeconfig, tmp_path_factory.mktemp("operator"))
-    process.start()
-    yield process
-    process.stop()
-    assert not process.tracebacks(), process.logs()[-5000:]
+def operator(kubectl: Kubectl) -> OperatorPod:
+    """The chart's operator on the real node for the session (tests may kill its leader,
+    stop and start it)."""
+    helm = str(pathlib.Path(_hack("install-tools", "--bin-dir")) / "helm")
+    pod = OperatorPod(kubectl, helm)
+    pod.install()
+    yield pod
+    logs = pod.logs()
+    pod.stop()
+    assert "Traceback" not in logs, logs[-5000:]
 
 
 @pytest.fixture(scope="session")
-def runtime_prometheus(tmp_path_factory: pytest.TempPathFactory) -> RuntimePrometheus:
-    """A real Prometheus scraping runtime-format request counters the test controls."""
-    stack = RuntimePrometheus(tmp_path_factory.mktemp("runtime-prometheus"))
+def models(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
+    """Real ONNX models served over HTTP from this host to the runtime pods."""
+    store = ModelStore(tmp_path_factory.mktemp("models"))
+    yield store
+    store.stop()
+
+
+@pytest.fixture(scope="session")
+def runtime_prometheus(kubectl: Kubectl,
+                       tmp_path_factory: pytest.TempPathFactory) -> RuntimePrometheus:
+    """A real Prometheus scraping the real runtime pods' /metrics."""
+    stack = RuntimePrometheus(kubectl.kubeconfig, tmp_path_factory.mktemp("runtime-prom"))
     yield stack
     stack.stop()
 

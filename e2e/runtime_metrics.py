@@ -1,89 +1,69 @@
-"""Runtime-format request metrics for canary analysis e2e: a test exporter publishing
-`modelserve_requests_total` for chosen (namespace, model, version) with request and error
-rates the test sets, scraped by a real Prometheus (Debian package) every second."""
+"""A real Prometheus (Debian package) scraping the runtime's own /metrics from the real
+model pods, for canary analysis e2e.
+
+It discovers pods through the API server (kubernetes_sd_configs, the way a cluster's
+Prometheus does), keeps modelserve runtime pods, and adds `namespace`, `pod` and
+`revision` labels from the pod, so the queries users write against a production
+Prometheus work here unchanged. It scrapes every second and listens on this host's
+address, where the operator pod on the real node reaches it.
+"""
 
 from __future__ import annotations
 
 import json
 import pathlib
 import shutil
-import threading
-import time
 import urllib.parse
 import urllib.request
 
 import yaml
 
 from e2e.kube import eventually
-from e2e.metrics_stack import Process, exposition_server, free_port
+from e2e.metrics_stack import Process, free_port, host_address
 
-
-class RuntimeExporter:
-    """Counters that grow at the rates the test sets, as the runtime's /metrics would."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self._lock = threading.Lock()
-        # (namespace, model, version) -> (ok/s, errors/s, ok so far, errors so far, t)
-        self._series: dict[tuple[str, str, str], list[float]] = {}
-        self.server = exposition_server(self.port, self.exposition)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def set_rates(self, namespace: str, model: str, version: str, ok: float,
-                  errors: float) -> None:
-        with self._lock:
-            self._advance()
-            series = self._series.setdefault((namespace, model, version),
-                                             [0.0, 0.0, 0.0, 0.0, time.monotonic()])
-            series[0], series[1] = ok, errors
-
-    def _advance(self) -> None:
-        now = time.monotonic()
-        for series in self._series.values():
-            elapsed = now - series[4]
-            series[2] += series[0] * elapsed
-            series[3] += series[1] * elapsed
-            series[4] = now
-
-    def exposition(self) -> str:
-        lines = ["# TYPE modelserve_requests_total counter"]
-        with self._lock:
-            self._advance()
-            for (namespace, model, version), s in self._series.items():
-                labels = f'namespace="{namespace}",model="{model}",version="{version}"'
-                lines.append(f'modelserve_requests_total{{{labels},status="200"}} {s[2]:.3f}')
-                lines.append(f'modelserve_requests_total{{{labels},status="500"}} {s[3]:.3f}')
-        return "\n".join(lines) + "\n"
-
-    def stop(self) -> None:
-        self.server.shutdown()
+# The labels the chart's ServiceMonitor / a PodMonitor would give a runtime pod's series.
+POD_LABELS = {
+    "__meta_kubernetes_namespace": "namespace",
+    "__meta_kubernetes_pod_name": "pod",
+    "__meta_kubernetes_pod_label_modelserve_io_revision": "revision",
+    "__meta_kubernetes_pod_label_modelserve_io_pool": "pool",
+}
 
 
 class RuntimePrometheus:
-    def __init__(self, work: pathlib.Path):
-        self.exporter = RuntimeExporter()
-        self.port = free_port()
-        self.work = work
+    def __init__(self, kubeconfig: str, work: pathlib.Path):
         binary = shutil.which("prometheus")
         if binary is None:
             raise RuntimeError("prometheus is not installed: run hack/install-prometheus")
+        self.host = host_address()
+        self.port = free_port()
         config = work / "prometheus-runtime.yml"
-        # honor_labels: the exporter already carries the namespace label Prometheus's
-        # Kubernetes discovery would add to a real runtime pod's series.
+        relabel = [
+            {"source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_name"],
+             "regex": "modelserve-runtime", "action": "keep"},
+            {"source_labels": ["__meta_kubernetes_pod_container_port_name"],
+             "regex": "http", "action": "keep"},
+            *({"source_labels": [source], "target_label": target}
+              for source, target in POD_LABELS.items()),
+        ]
         config.write_text(yaml.safe_dump({
-            "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-            "scrape_configs": [{"job_name": "modelserve-runtime", "honor_labels": True,
-                                "static_configs": [
-                                    {"targets": [f"127.0.0.1:{self.exporter.port}"]}]}],
+            "global": {"scrape_interval": "1s", "scrape_timeout": "1s",
+                       "evaluation_interval": "1s"},
+            "scrape_configs": [{
+                "job_name": "modelserve-runtime",
+                "kubernetes_sd_configs": [{"role": "pod", "kubeconfig_file": kubeconfig}],
+                "relabel_configs": relabel,
+            }],
         }))
         self.process = Process("prometheus-runtime", [
             binary, f"--config.file={config}", f"--storage.tsdb.path={work / 'tsdb-runtime'}",
-            f"--web.listen-address=127.0.0.1:{self.port}"], work)
-        eventually(self._ready, timeout=60, what="runtime Prometheus ready")
+            f"--web.listen-address={self.host}:{self.port}"], work)
+        eventually(self._ready, timeout=60,
+                   what=f"runtime Prometheus ready\n{self.process.log_tail()}")
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def value(self, promql: str) -> float | None:
         """The first sample of an instant query, None without data."""
@@ -101,4 +81,3 @@ class RuntimePrometheus:
 
     def stop(self) -> None:
         self.process.stop()
-        self.exporter.stop()
