@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BadRequest
+from .errors import BadRequest, quote
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -147,12 +147,52 @@ def _json_data(datatype: str, dtype: np.dtype, raw: Any, count: int, where: str)
     for item in flat:
         # bool is an int subclass; numbers for BOOL are tolerated (liberal), lists are not.
         if not isinstance(item, int | float | bool):
-            raise BadRequest(f"{where}: 'data' element {item!r} is not a number for {datatype}")
+            raise BadRequest(
+                f"{where}: 'data' element {quote(item, 40)} is not a number for {datatype}"
+            )
     try:
         with np.errstate(all="raise"):
             return np.asarray(flat, dtype=dtype)
     except (OverflowError, ValueError, FloatingPointError, TypeError) as exc:
         raise BadRequest(f"{where}: 'data' does not fit {datatype}: {exc}") from None
+
+
+def input_where(name: str) -> str:
+    return f"input {quote(name, 60)}"
+
+
+def tensor_header(where: str, datatype: str, raw_shape: list[Any]) -> tuple[np.dtype, tuple, int]:
+    """Datatype and shape of one input tensor, checked; shared by HTTP and gRPC so both
+    say the same thing about the same mistake."""
+    dtype = DATATYPES.get(datatype)
+    if dtype is None:
+        raise BadRequest(
+            f"{where}: unknown datatype {quote(datatype, 40)}; use one of {list(DATATYPES)}"
+        )
+    shape = _shape(raw_shape, where)
+    return dtype, shape, math.prod(shape)
+
+
+def tensor_from_bytes(
+    where: str, datatype: str, dtype: np.dtype, shape: tuple, count: int, chunk: memoryview
+) -> np.ndarray:
+    """One input's raw bytes (binary extension, gRPC raw_input_contents) as an array."""
+    if datatype == "BYTES":
+        return _decode_bytes_elements(chunk, count, where)
+    expected = count * dtype.itemsize
+    if len(chunk) != expected:
+        raise BadRequest(
+            f"{where}: {len(chunk)} bytes of binary data, but shape {list(shape)} of "
+            f"{datatype} needs {expected}"
+        )
+    return np.frombuffer(chunk, dtype=dtype)
+
+
+def tensor_from_values(
+    where: str, datatype: str, dtype: np.dtype, values: Any, count: int
+) -> np.ndarray:
+    """One input's values (JSON `data`, gRPC typed contents) as an array."""
+    return _json_data(datatype, dtype, values, count, where)
 
 
 def decode_request(body: bytes, header_length: str | int | None = None) -> InferRequest:
@@ -163,8 +203,12 @@ def decode_request(body: bytes, header_length: str | int | None = None) -> Infer
         try:
             json_len = int(header_length)
         except ValueError:
-            raise BadRequest(f"{HEADER_LENGTH} must be an integer, got {header_length!r}") from None
-        if json_len < 0 or json_len > len(body):
+            raise BadRequest(
+                f"{HEADER_LENGTH} must be an integer, got {quote(header_length, 40)}"
+            ) from None
+        if json_len < 0:
+            raise BadRequest(f"{HEADER_LENGTH} must be a length >= 0, got {json_len}")
+        if json_len > len(body):
             raise BadRequest(
                 f"{HEADER_LENGTH} is {json_len} but the body has only {len(body)} bytes"
             )
@@ -195,18 +239,12 @@ def decode_request(body: bytes, header_length: str | int | None = None) -> Infer
         if not isinstance(raw, dict):
             raise BadRequest(f"inputs[{index}] must be an object")
         name = _field(raw, "name", str, f"inputs[{index}]")
-        where = f"input '{name}'"
+        where = input_where(name)
         if name in seen:
             raise BadRequest(f"{where} appears twice")
         seen.add(name)
         datatype = _field(raw, "datatype", str, where)
-        dtype = DATATYPES.get(datatype)
-        if dtype is None:
-            raise BadRequest(
-                f"{where}: unknown datatype {datatype!r}; use one of {list(DATATYPES)}"
-            )
-        shape = _shape(_field(raw, "shape", list, where), where)
-        count = math.prod(shape)
+        dtype, shape, count = tensor_header(where, datatype, _field(raw, "shape", list, where))
         in_params = _parameters(raw, where)
         size = in_params.get("binary_data_size")
         if size is not None:
@@ -219,16 +257,7 @@ def decode_request(body: bytes, header_length: str | int | None = None) -> Infer
                 )
             chunk = binary[offset : offset + size]
             offset += size
-            if datatype == "BYTES":
-                array = _decode_bytes_elements(chunk, count, where)
-            else:
-                expected = count * dtype.itemsize
-                if size != expected:
-                    raise BadRequest(
-                        f"{where}: {size} bytes of binary data, but shape {list(shape)} of "
-                        f"{datatype} needs {expected}"
-                    )
-                array = np.frombuffer(chunk, dtype=dtype)
+            array = tensor_from_bytes(where, datatype, dtype, shape, count, chunk)
         elif "data" in raw:
             array = _json_data(datatype, dtype, raw["data"], count, where)
         else:
@@ -249,7 +278,7 @@ def decode_request(body: bytes, header_length: str | int | None = None) -> Infer
             if not isinstance(raw, dict):
                 raise BadRequest(f"outputs[{index}] must be an object")
             name = _field(raw, "name", str, f"outputs[{index}]")
-            flag = _parameters(raw, f"output '{name}'").get("binary_data")
+            flag = _parameters(raw, f"output {quote(name, 60)}").get("binary_data")
             outputs.append(RequestedOutput(name, None if flag is None else bool(flag)))
     return InferRequest(
         inputs=inputs,
@@ -260,7 +289,7 @@ def decode_request(body: bytes, header_length: str | int | None = None) -> Infer
     )
 
 
-def _encode_bytes_elements(array: np.ndarray) -> bytes:
+def encode_bytes_elements(array: np.ndarray) -> bytes:
     parts = []
     for item in array.reshape(-1):
         raw = item if isinstance(item, bytes) else str(item).encode()
@@ -287,7 +316,7 @@ def encode_response(
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if binary:
             if datatype == "BYTES":
-                blob = _encode_bytes_elements(array)
+                blob = encode_bytes_elements(array)
             else:
                 blob = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).data
             entry["parameters"] = {"binary_data_size": len(memoryview(blob).cast("B"))}

@@ -48,6 +48,16 @@ class Settings:
     tls_cert: str | None = None
     tls_key: str | None = None
     max_body_bytes: int = 64 * 1024 * 1024
+    # Open Inference Protocol gRPC port (grpc_service.py); 0: no gRPC listener.
+    grpc_port: int = 8081
+    # Misbehaving clients (connections.py, server.py): a request's line and headers must
+    # arrive within header_timeout_s of its first byte, its body within body_timeout_s of
+    # its headers; at most max_connections open HTTP connections (and concurrent gRPC
+    # calls) per process; an idle kept-alive connection is closed after keepalive_timeout_s.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    max_connections: int = 1000
+    keepalive_timeout_s: float = 75.0
     device: str = "cuda"
     warmup: bool = True
     drain_timeout_s: float = 30.0
@@ -88,6 +98,11 @@ _OPTIONS: list[tuple[str, str, type, str]] = [
     ("--tls-cert", "MODELSERVE_TLS_CERT", str, "tls_cert"),
     ("--tls-key", "MODELSERVE_TLS_KEY", str, "tls_key"),
     ("--max-body-bytes", "MODELSERVE_MAX_BODY_BYTES", int, "max_body_bytes"),
+    ("--grpc-port", "MODELSERVE_GRPC_PORT", int, "grpc_port"),
+    ("--header-timeout-s", "MODELSERVE_HEADER_TIMEOUT_S", float, "header_timeout_s"),
+    ("--body-timeout-s", "MODELSERVE_BODY_TIMEOUT_S", float, "body_timeout_s"),
+    ("--max-connections", "MODELSERVE_MAX_CONNECTIONS", int, "max_connections"),
+    ("--keepalive-timeout-s", "MODELSERVE_KEEPALIVE_TIMEOUT_S", float, "keepalive_timeout_s"),
     ("--device", "MODELSERVE_DEVICE", str, "device"),
     ("--drain-timeout-s", "MODELSERVE_DRAIN_TIMEOUT_S", float, "drain_timeout_s"),
     ("--log-level", "MODELSERVE_LOG_LEVEL", str, "log_level"),
@@ -102,7 +117,7 @@ _OPTIONS: list[tuple[str, str, type, str]] = [
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modelserve-runtime",
-        description="Serve one model over the Open Inference Protocol v2 (HTTP).",
+        description="Serve one model over the Open Inference Protocol v2 (HTTP and gRPC).",
     )
     for flag, env, _typ, _field in _OPTIONS:
         # Parse as strings; conversion happens once, for args and env alike.
@@ -170,6 +185,18 @@ def validate(s: Settings) -> None:
         (s.max_queue_size >= 1, f"--max-queue-size must be >= 1, got {s.max_queue_size}"),
         (s.inline_below_us >= 0, f"--inline-below-us must be >= 0, got {s.inline_below_us}"),
         (0 < s.port < 65536, f"--port must be in 1..65535, got {s.port}"),
+        (
+            0 <= s.grpc_port < 65536 and s.grpc_port != s.port,
+            f"--grpc-port must be in 0..65535 (0: no gRPC) and differ from --port, "
+            f"got {s.grpc_port}",
+        ),
+        (s.header_timeout_s > 0, f"--header-timeout-s must be > 0, got {s.header_timeout_s}"),
+        (s.body_timeout_s > 0, f"--body-timeout-s must be > 0, got {s.body_timeout_s}"),
+        (
+            s.keepalive_timeout_s > 0,
+            f"--keepalive-timeout-s must be > 0, got {s.keepalive_timeout_s}",
+        ),
+        (s.max_connections >= 1, f"--max-connections must be >= 1, got {s.max_connections}"),
         (1 <= s.workers <= 64, f"--workers must be in 1..64, got {s.workers}"),
         (
             0 <= s.instances <= 16,

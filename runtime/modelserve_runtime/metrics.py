@@ -45,10 +45,20 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # status is the HTTP code, for gRPC calls too (grpc_service.py maps the gRPC
+        # code); a client that goes away before its answer is 499, never a 5xx, so the
+        # error rate the rollout analysis and alerts read (status=~"5..") is ours alone.
         self.requests = Counter(
             "modelserve_requests",
-            "Inference requests by final HTTP status.",
+            "Inference requests by final HTTP status (gRPC: the equivalent HTTP status).",
             ["model", "version", "status"],
+            registry=r,
+        )
+        self.rejected_connections = Counter(
+            "modelserve_rejected_connections",
+            "HTTP connections closed before a request: over --max-connections, or headers "
+            "slower than --header-timeout-s.",
+            ["reason"],
             registry=r,
         )
         self.request_duration = Histogram(

@@ -12,7 +12,7 @@ from .backends import Backend, TensorSpec
 from .batcher import Batcher, BatcherStats
 from .codec import InferRequest
 from .config import Settings
-from .errors import BadRequest, Unavailable
+from .errors import BadRequest, Unavailable, name_list
 from .metrics import Metrics
 
 log = logging.getLogger("modelserve.model")
@@ -89,11 +89,12 @@ class Model:
         unknown = sorted(set(given) - set(self._inputs))
         if unknown:
             raise BadRequest(
-                f"unknown input(s) {unknown}; model {self.name!r} takes {sorted(self._inputs)}"
+                f"unknown input(s) {name_list(unknown)}; model {self.name!r} takes "
+                f"{name_list(sorted(self._inputs))}"
             )
         missing = sorted(set(self._inputs) - set(given))
         if missing:
-            raise BadRequest(f"missing input(s) {missing} for model {self.name!r}")
+            raise BadRequest(f"missing input(s) {name_list(missing)} for model {self.name!r}")
         batchable = self.backend.batchable
         rows: int | None = None
         feeds = {}
@@ -127,7 +128,9 @@ class Model:
             names = [o.name for o in request.outputs]
             bad = sorted(set(names) - set(self._outputs))
             if bad:
-                raise BadRequest(f"unknown output(s) {bad}; model has {self._outputs}")
+                raise BadRequest(
+                    f"unknown output(s) {name_list(bad)}; model has {name_list(self._outputs)}"
+                )
         return feeds, rows or 1
 
     async def infer(self, request: InferRequest) -> list[tuple[str, np.ndarray, bool]]:

@@ -1,4 +1,5 @@
-"""HTTP server: Open Inference Protocol v2 over aiohttp (uvloop when installed).
+"""HTTP server: Open Inference Protocol v2 over aiohttp (uvloop when installed), and the
+process around it (the gRPC listener beside it is grpc_service.py).
 
 Why aiohttp: measured against the alternatives (hack/bench-runtime; docs/runtime.md), a
 single aiohttp process on uvloop keeps the GPU fed, and it is already a core dependency.
@@ -27,13 +28,17 @@ from .auth import ApiKeys, presented_key
 from .backends import create_backend
 from .codec import HEADER_LENGTH, decode_request, encode_response
 from .config import ConfigError, Settings, load_settings
+from .connections import ConnectionLimits
 from .errors import (
     BadRequest,
+    ClientClosed,
     InferenceError,
     NotFound,
     Overloaded,
     PayloadTooLarge,
+    RequestTimeout,
     Unavailable,
+    quote,
 )
 from .metrics import Metrics
 from .model import Model
@@ -69,6 +74,21 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
+def _route_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's own 404/405 (no such route) as the documented JSON error."""
+    if exc.status == 405:
+        message = f"method {request.method} is not allowed on {quote(request.path, 200)}"
+    elif exc.status == 404:
+        message = (
+            f"no such endpoint: {request.method} {quote(request.path, 200)}; see "
+            "/v2/models/{model}[/versions/{version}]/infer"
+        )
+    else:
+        message = exc.reason
+    headers = {k: v for k, v in exc.headers.items() if k == "Allow"}
+    return _error(exc.status, message, headers)
+
+
 class RuntimeServer:
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
@@ -84,13 +104,32 @@ class RuntimeServer:
         self.api_keys = ApiKeys.from_file(keys_file) if keys_file else None
         self.draining = False
         self.inflight = 0
-        self._inflight_gauge = self.metrics.inflight.labels(settings.model_name)
+        self.inflight_gauge = self.metrics.inflight.labels(settings.model_name)
         # Label children are looked up once, not per request (the hot path).
-        self._duration = self.metrics.request_duration.labels(
+        self.duration = self.metrics.request_duration.labels(
             settings.model_name, settings.model_version
         )
-        self._counters: dict[tuple[str, str], Counter] = {}
+        self._counters: dict[tuple[str, int], Counter] = {}
         self.audit = AuditLog(sys.stdout) if settings.access_log else None
+        rejected = self.metrics.rejected_connections
+        self.connections = ConnectionLimits(
+            settings.max_connections,
+            settings.header_timeout_s,
+            lambda reason: rejected.labels(reason).inc(),
+        )
+
+    def count(self, label_model: str, status: int) -> None:
+        """One finished inference request in modelserve_requests_total (HTTP and gRPC)."""
+        counter = self._counters.get((label_model, status))
+        if counter is None:
+            counter = self.metrics.requests.labels(label_model, self.model.version, str(status))
+            self._counters[(label_model, status)] = counter
+        counter.inc()
+
+    def audit_record(self, **fields: object) -> None:
+        """One audit line: who, what, outcome; never tensor contents (HTTP and gRPC)."""
+        if self.audit is not None:
+            self.audit.write(json.dumps(fields, separators=(",", ":")))
 
     # --- app -----------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -111,6 +150,21 @@ class RuntimeServer:
 
     @web.middleware
     async def _auth_and_audit(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        # The request's headers are complete: the connection's header timer stops.
+        guard = self.connections.guard_of(request.protocol)
+        if guard is not None:
+            guard.request_started()
+        try:
+            return await self._audited(request, handler)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return _route_error(request, exc)
+        finally:
+            if guard is not None:
+                guard.request_finished()
+
+    async def _audited(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
         if path.startswith(OPEN_PATHS):
             return await handler(request)
@@ -134,31 +188,28 @@ class RuntimeServer:
         except web.HTTPException as exc:
             status = exc.status
             raise
+        except asyncio.CancelledError:
+            status = ClientClosed.status
+            raise
         finally:
             if self.audit is not None:
-                # Audit record: who, what, outcome. Never tensor contents.
-                self.audit.write(
-                    json.dumps(
-                        {
-                            "ts": round(time.time(), 3),
-                            "remote": request.remote,
-                            "method": request.method,
-                            "path": path,
-                            "key_id": key_id,
-                            "model": request.match_info.get("model"),
-                            "version": request.match_info.get("version")
-                            or (
-                                self.settings.model_version
-                                if "model" in request.match_info
-                                else None
-                            ),
-                            "status": status,
-                            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-                            "request_id": request.get("request_id"),
-                            "bytes_in": request.content_length,
-                        },
-                        separators=(",", ":"),
-                    )
+                self.audit_record(
+                    ts=round(time.time(), 3),
+                    protocol="http",
+                    remote=request.remote,
+                    method=request.method,
+                    path=path if len(path) <= 200 else path[:200] + "...",
+                    key_id=key_id,
+                    model=request.match_info.get("model"),
+                    version=request.match_info.get("version")
+                    or (self.settings.model_version if "model" in request.match_info else None),
+                    # The inference handler's own verdict wins: a 200 that could not be
+                    # delivered is a 499.
+                    status=request.get("status", status),
+                    latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                    request_id=request.get("request_id"),
+                    # Bytes of body actually received, not the Content-Length claimed.
+                    bytes_in=request.get("bytes_in", 0),
                 )
 
     # --- health and metadata -------------------------------------------------------
@@ -181,11 +232,17 @@ class RuntimeServer:
     def _lookup(self, request: web.Request) -> Model:
         name = request.match_info["model"]
         version = request.match_info.get("version")
+        return self.lookup(name, version)
+
+    def lookup(self, name: str, version: str | None) -> Model:
         if name != self.model.name:
-            raise NotFound(f"unknown model {name!r}; this server serves {self.model.name!r}")
-        if version is not None and version != self.model.version:
             raise NotFound(
-                f"unknown version {version!r} of model {name!r}; served: {self.model.version!r}"
+                f"unknown model {quote(name, 100)}; this server serves {self.model.name!r}"
+            )
+        if version and version != self.model.version:
+            raise NotFound(
+                f"unknown version {quote(version, 40)} of model {name!r}; "
+                f"served: {self.model.version!r}"
             )
         return self.model
 
@@ -213,32 +270,40 @@ class RuntimeServer:
         known = name == self.model.name
         # Unknown names share one label value so callers cannot inflate cardinality.
         label_model = self.model.name if known else "_unknown"
-        version = self.model.version
         self.inflight += 1
-        self._inflight_gauge.inc()
+        self.inflight_gauge.inc()
         status = 500
         try:
             response = await self._infer(request)
             status = response.status
+            if request.transport is None or request.transport.is_closing():
+                status = ClientClosed.status  # answered, but nobody is there to read it
             return response
+        except ClientClosed as exc:
+            log.info("client went away: %s", exc)
+            status = exc.status
+            return _error(exc.status, str(exc))
         except InferenceError as exc:
             status = exc.status
             headers = {"Retry-After": "1"} if isinstance(exc, Overloaded | Unavailable) else None
-            return _error(exc.status, str(exc), headers)
+            response = _error(exc.status, str(exc), headers)
+            if isinstance(exc, RequestTimeout):
+                response.force_close()  # the rest of the body is not worth waiting for
+            return response
+        except asyncio.CancelledError:
+            status = ClientClosed.status
+            raise
         except Exception:
             log.exception("inference failed")
             status = 500
             return _error(500, "internal error during inference; see the server log")
         finally:
             self.inflight -= 1
-            self._inflight_gauge.dec()
-            counter = self._counters.get((label_model, status))
-            if counter is None:
-                counter = self.metrics.requests.labels(label_model, version, str(status))
-                self._counters[(label_model, status)] = counter
-            counter.inc()
+            self.inflight_gauge.dec()
+            request["status"] = status
+            self.count(label_model, status)
             if known:
-                self._duration.observe(time.perf_counter() - started)
+                self.duration.observe(time.perf_counter() - started)
 
     async def _infer(self, request: web.Request) -> web.Response:
         if self.draining:
@@ -251,18 +316,7 @@ class RuntimeServer:
                 f"body of {request.content_length} bytes exceeds --max-body-bytes "
                 f"{self.settings.max_body_bytes}"
             )
-        try:
-            if request.content_length:
-                # One copy of the body (request.read() makes two; ResNet bodies are 300 KB)
-                body = await request.content.readexactly(request.content_length)
-            else:  # chunked: aiohttp enforces the limit while it reads
-                body = await request.read()
-        except asyncio.IncompleteReadError:
-            raise BadRequest("body ended before its Content-Length") from None
-        except web.HTTPRequestEntityTooLarge:
-            raise PayloadTooLarge(
-                f"body exceeds --max-body-bytes {self.settings.max_body_bytes}"
-            ) from None
+        body = await self._read_body(request)
         decoded = decode_request(body, request.headers.get(HEADER_LENGTH))
         request["request_id"] = decoded.id
         outputs = await model.infer(decoded)
@@ -276,6 +330,47 @@ class RuntimeServer:
                 "Content-Type": "application/octet-stream",
             },
         )
+
+    async def _read_body(self, request: web.Request) -> bytearray:
+        """The whole body within --body-timeout-s, counting what arrives (bytes_in).
+
+        One copy of the body (request.read() makes two; ResNet bodies are 300 KB). A
+        client that hangs up or stops sending is its own failure: 499 or 408, not ours.
+        """
+        length = request.content_length
+        limit = self.settings.max_body_bytes
+        body = bytearray(length or 0)
+        received = 0
+        timeout_s = self.settings.body_timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    chunk = await request.content.readany()
+                    if not chunk:
+                        break
+                    end = received + len(chunk)
+                    if length is not None:
+                        body[received:end] = chunk
+                    elif end > limit:  # chunked: no length to check up front
+                        raise PayloadTooLarge(f"body exceeds --max-body-bytes {limit}")
+                    else:
+                        body += chunk
+                    received = end
+        except TimeoutError:
+            raise RequestTimeout(
+                f"body not received within --body-timeout-s {timeout_s:g} "
+                f"({received} of {length if length is not None else '?'} bytes arrived)"
+            ) from None
+        except ConnectionError as exc:  # aiohttp's "Connection lost" when the client hangs up
+            raise ClientClosed(
+                f"client closed the connection after {received} of "
+                f"{length if length is not None else '?'} body bytes ({exc})"
+            ) from None
+        finally:
+            request["bytes_in"] = received
+        if length is not None and received < length:
+            raise BadRequest(f"body ended after {received} of its {length} bytes")
+        return body
 
 
 # --- process -----------------------------------------------------------------------
@@ -298,25 +393,41 @@ async def serve(settings: Settings) -> int:
         # --drain-timeout-s); what aiohttp still waits for at cleanup is idle keep-alive
         # connections, which need no more than a moment.
         shutdown_timeout=2.0,
+        keepalive_timeout=settings.keepalive_timeout_s,
     )
     await runner.setup()
-    site = web.TCPSite(
-        runner,
+    loop = asyncio.get_running_loop()
+    reuse_port = os.environ.get("MODELSERVE_REUSE_PORT") == "1"
+    assert runner.server is not None
+    # Our own listener rather than web.TCPSite: every connection's protocol is wrapped
+    # in a ConnectionGuard (connection limit, header timeout). runner.cleanup() still
+    # closes the connections, which aiohttp's server object tracks.
+    listener = await loop.create_server(
+        server.connections.wrap(runner.server),
         settings.host,
         settings.port,
-        ssl_context=_ssl_context(settings),
+        ssl=_ssl_context(settings),
         backlog=4096,
-        reuse_port=os.environ.get("MODELSERVE_REUSE_PORT") == "1" or None,
+        reuse_port=reuse_port or None,
     )
-    await site.start()
     log.info(
         "listening on %s:%d (%s)",
         settings.host,
         settings.port,
         "https" if settings.tls_cert else "http",
     )
+    grpc_server = None
+    if settings.grpc_port:
+        try:
+            from .grpc_service import start_grpc
 
-    loop = asyncio.get_running_loop()
+            grpc_server = await start_grpc(server, settings, reuse_port)
+        except (ImportError, RuntimeError) as exc:  # not generated; port taken
+            log.error("cannot serve gRPC on port %d: %s", settings.grpc_port, exc)
+            listener.close()
+            await runner.cleanup()
+            return 1
+
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -330,6 +441,9 @@ async def serve(settings: Settings) -> int:
             load.result()
         except Exception:
             log.exception("model %s failed to load", settings.model_name)
+            listener.close()
+            if grpc_server is not None:
+                await grpc_server.stop(0)
             await runner.cleanup()
             return 1
         started = server.model.start_batching()
@@ -350,6 +464,9 @@ async def serve(settings: Settings) -> int:
             task.print_stack(file=sys.stderr)
     if server.model.batcher is not None:
         await server.model.batcher.close()
+    listener.close()
+    if grpc_server is not None:
+        await grpc_server.stop(1.0)
     await runner.cleanup()
     if server.audit is not None:
         server.audit.flush()

@@ -86,6 +86,7 @@ class Server:
     stderr_path: Path
     tls: bool = False
     headers: dict[str, str] = field(default_factory=dict)
+    grpc_port: int = 0
 
     def connection(self) -> http.client.HTTPConnection:
         if self.tls:
@@ -131,7 +132,7 @@ class Server:
 def start_server(
     tmp: Path, model: Path, *extra: str, tls: bool = False, wait_ready: bool = True
 ) -> Server:
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     stdout_path, stderr_path = tmp / f"stdout-{port}.log", tmp / f"stderr-{port}.log"
     env = {
         **os.environ,
@@ -147,6 +148,8 @@ def start_server(
         str(port),
         "--host",
         "127.0.0.1",
+        "--grpc-port",
+        str(grpc_port),
         "--max-batch-size",
         "8",
         *extra,
@@ -154,7 +157,7 @@ def start_server(
     proc = subprocess.Popen(
         cmd, env=env, stdout=stdout_path.open("wb"), stderr=stderr_path.open("wb")
     )
-    server = Server(proc, port, stdout_path, stderr_path, tls=tls)
+    server = Server(proc, port, stdout_path, stderr_path, tls=tls, grpc_port=grpc_port)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:

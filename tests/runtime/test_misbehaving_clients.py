@@ -1,0 +1,187 @@
+"""Clients that hang up, stall or pile up connections, against the real server process:
+the server keeps serving everyone else, and none of it shows up as a server error in
+the metric the rollout analysis and the alert rules read."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .conftest import Server, start_server, stop_server
+
+HEADER_TIMEOUT_S = 1.0
+BODY_TIMEOUT_S = 1.0
+MAX_CONNECTIONS = 40
+
+
+@pytest.fixture(scope="module")
+def strict(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(
+        tmp_path_factory.mktemp("strict"),
+        tiny_model,
+        "--header-timeout-s",
+        str(HEADER_TIMEOUT_S),
+        "--body-timeout-s",
+        str(BODY_TIMEOUT_S),
+        "--max-connections",
+        str(MAX_CONNECTIONS),
+    )
+    yield srv
+    assert stop_server(srv) == 0, srv.stderr_path.read_text()
+
+
+def raw_connection(srv: Server, data: bytes) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    if data:
+        sock.sendall(data)
+    return sock
+
+
+def partial_infer(body_bytes_sent: int, length: int = 100) -> bytes:
+    head = (
+        f"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+    return head + b"{" * body_bytes_sent
+
+
+def read_until_closed(sock: socket.socket, within_s: float = 15.0) -> bytes:
+    """Everything the server sends until it closes the connection (deadline, not timing)."""
+    sock.settimeout(within_s)
+    chunks = []
+    try:
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    except (ConnectionResetError, TimeoutError):
+        pass
+    finally:
+        sock.close()
+    return b"".join(chunks)
+
+
+def metrics(srv: Server) -> str:
+    return srv.request("GET", "/metrics").body.decode()
+
+
+def counter(text: str, prefix: str) -> float:
+    lines = [line for line in text.splitlines() if line.startswith(prefix)]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+
+
+def audit_lines(srv: Server) -> list[dict]:
+    time.sleep(0.2)  # the audit log is flushed every 50 ms
+    return [json.loads(line) for line in srv.stdout_path.read_text().splitlines() if line]
+
+
+def test_client_hanging_up_mid_body_is_499_not_a_server_error(strict: Server) -> None:
+    before = counter(metrics(strict), 'modelserve_requests_total{model="tiny",status="499"')
+    sock = raw_connection(strict, partial_infer(5))
+    time.sleep(0.2)  # the handler is reading the body when the client goes
+    sock.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        text = metrics(strict)
+        if counter(text, 'modelserve_requests_total{model="tiny",status="499"') > before:
+            break
+        time.sleep(0.05)
+    assert counter(text, 'modelserve_requests_total{model="tiny",status="499"') == before + 1
+    assert 'status="5' not in text
+    stderr = strict.stderr_path.read_text()
+    assert "Traceback" not in stderr and "inference failed" not in stderr
+    aborted = [r for r in audit_lines(strict) if r["status"] == 499]
+    # bytes_in is what arrived (5), not the Content-Length claimed (100).
+    assert aborted and aborted[-1]["bytes_in"] == 5 and aborted[-1]["protocol"] == "http"
+
+
+def test_slow_clients_are_cut_off_and_others_still_served(strict: Server) -> None:
+    slow_headers = [raw_connection(strict, b"POST /v2/models/tiny/in") for _ in range(12)]
+    slow_bodies = [raw_connection(strict, partial_infer(5)) for _ in range(12)]
+    silent = [raw_connection(strict, b"") for _ in range(6)]
+    # 30 slow connections are open; normal requests are answered meanwhile.
+    for batch in (1, 3, 8):
+        assert strict.infer_json(np.ones((batch, 4), np.float32)).status == 200
+    # Each slow connection gets its 408 and is closed: headers and bodies alike.
+    for sock in slow_headers + silent:
+        reply = read_until_closed(sock)
+        assert reply.startswith(b"HTTP/1.1 408"), reply[:100]
+        assert b"--header-timeout-s" in reply
+    for sock in slow_bodies:
+        reply = read_until_closed(sock)
+        assert reply.startswith(b"HTTP/1.1 408"), reply[:100]
+        assert b"--body-timeout-s" in reply and b"5 of 100 bytes arrived" in reply
+    text = metrics(strict)
+    assert counter(text, 'modelserve_rejected_connections_total{reason="header_timeout"}') >= 18
+    assert counter(text, 'modelserve_requests_total{model="tiny",status="408"') >= 12
+    assert 'status="5' not in text
+    assert strict.infer_json(np.ones((2, 4), np.float32)).status == 200
+
+
+def test_connections_over_the_limit_get_503_and_the_rest_are_served(strict: Server) -> None:
+    # Fill the server to its limit with connections that sent nothing yet...
+    held = [raw_connection(strict, b"") for _ in range(MAX_CONNECTIONS)]
+    time.sleep(0.3)  # let the server accept them all
+    # ...then one more is turned away at once with a 503, not queued.
+    reply = read_until_closed(raw_connection(strict, b""))
+    assert reply.startswith(b"HTTP/1.1 503") and b"--max-connections" in reply, reply[:200]
+    for sock in held:
+        sock.close()
+    # Once they are gone, normal requests are served again.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if strict.infer_json(np.ones((1, 4), np.float32)).status == 200:
+                break
+        except ConnectionError:
+            pass
+        assert time.monotonic() < deadline, "server did not recover from a full house"
+        time.sleep(0.05)
+    text = metrics(strict)
+    assert counter(text, 'modelserve_rejected_connections_total{reason="connection_limit"}') >= 1
+    assert 'status="5' not in text
+
+
+def test_unmatched_route_answers_json(strict: Server) -> None:
+    for method, path, status in [
+        ("POST", "/v2/models/../mlp/infer", 404),
+        ("GET", "/v2/nothing/here", 404),
+        ("GET", "/v2/health/nothing", 404),
+        ("DELETE", "/v2/models/tiny/infer", 405),
+    ]:
+        resp = strict.request(method, path, b"{}" if method == "POST" else None)
+        assert resp.status == status, (path, resp.body)
+        assert resp.headers["Content-Type"].startswith("application/json"), path
+        assert resp.json()["error"], path
+
+
+def test_error_bodies_are_bounded(strict: Server) -> None:
+    inputs = [
+        {"name": f"input-{i:05d}", "datatype": "FP32", "shape": [1, 4], "data": [0, 0, 0, 0]}
+        for i in range(10_000)
+    ]
+    body = json.dumps({"inputs": inputs}).encode()
+    conn = strict.connection()
+    conn.request("POST", "/v2/models/tiny/infer", body=body)
+    resp = conn.getresponse()
+    payload = resp.read()
+    conn.close()
+    assert resp.status == 400 and len(payload) < 2048, len(payload)
+    assert "and 9990 more" in json.loads(payload)["error"]
+    huge_name = {"inputs": [{"name": "n" * 50_000, "datatype": "FP32", "shape": [1, 4],
+                             "data": [0, 0, 0, 0]}]}
+    resp = strict.request("POST", "/v2/models/tiny/infer", json.dumps(huge_name).encode())
+    assert resp.status == 400 and len(resp.body) < 2048
+
+
+def test_negative_header_length_says_so(strict: Server) -> None:
+    resp = strict.request(
+        "POST", "/v2/models/tiny/infer", b'{"inputs": []}',
+        {"Inference-Header-Content-Length": "-5"},
+    )
+    assert resp.status == 400
+    assert resp.json()["error"] == "Inference-Header-Content-Length must be a length >= 0, got -5"
