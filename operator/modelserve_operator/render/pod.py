@@ -62,6 +62,7 @@ CONTRACT_ENV = (
     "MODELSERVE_MAX_QUEUE_DELAY_US",
     "MODELSERVE_MAX_QUEUE_SIZE",
     "MODELSERVE_PORT",
+    "MODELSERVE_GRPC_PORT",
     "MODELSERVE_ENGINE_CACHE_DIR",
 )
 
@@ -96,6 +97,7 @@ def _contract_env(md_name: str, version_name: str, version: ModelVersionSpec,
         str(runtime.max_queue_delay_microseconds),
         str(runtime.max_queue_size),
         str(settings.port),
+        str(settings.grpc_port),
         CACHE_DIR,
     )
     env = [{"name": n, "value": v} for n, v in zip(CONTRACT_ENV, values, strict=True)]
@@ -218,7 +220,8 @@ def render_pod_template(md_name: str, spec: ModelDeploymentSpec, version_name: s
         "image": image,
         "command": ["modelserve-runtime"],
         "args": ["serve", *(version.args or [])],
-        "ports": [{"name": "http", "containerPort": settings.port, "protocol": "TCP"}],
+        "ports": [{"name": "http", "containerPort": settings.port, "protocol": "TCP"},
+                  {"name": "grpc", "containerPort": settings.grpc_port, "protocol": "TCP"}],
         "env": env,
         "startupProbe": _probe("startup", probes.startup if probes else None),
         "readinessProbe": _probe("readiness", probes.readiness if probes else None),

@@ -22,8 +22,12 @@ def _service(md: Meta, name: str, metadata_labels: dict[str, str],
         "spec": {
             "type": "ClusterIP",
             "selector": selector,
+            # kubernetes.io/h2c: gRPC is HTTP/2 without TLS upgrade; Gateway API
+            # implementations and Istio read it to speak HTTP/2 to the pods.
             "ports": [{"name": "http", "port": settings.port, "targetPort": "http",
-                       "protocol": "TCP", "appProtocol": "http"}],
+                       "protocol": "TCP", "appProtocol": "http"},
+                      {"name": "grpc", "port": settings.grpc_port, "targetPort": "grpc",
+                       "protocol": "TCP", "appProtocol": "kubernetes.io/h2c"}],
         },
     }
 

@@ -45,6 +45,8 @@ class RenderSettings:
     # node pulls anyway, so fetching costs no second image pull.
     fetch_image: str | None = None
     port: int = 8080
+    # The runtime's Open Inference Protocol gRPC port (probes stay on the HTTP one).
+    grpc_port: int = 8081
     cluster_domain: str = "cluster.local"
     # runtimeClassName for GPU pods when the user sets none (e.g. "nvidia" on clusters
     # where the NVIDIA container runtime is not the default). CPU pods never get it.
