@@ -41,6 +41,8 @@ class OperatorPod:
         self._logs: dict[str, str] = {}  # pod/container-start -> log, kept across restarts
 
     def install(self) -> None:
+        # The images of this tree, built and imported if the cluster predates a change.
+        subprocess.run([str(ROOT / "hack" / "cluster"), "images"], check=True)
         refs = image_refs()
         repository, tag = refs["MODELSERVE_OPERATOR_IMAGE"].rsplit(":", 1)
         self.kubectl.run("create", "namespace", NAMESPACE, check=False)

@@ -28,6 +28,7 @@ import yaml
 from e2e.argocd_health import health
 from e2e.kube import Kubectl, eventually
 from e2e.objects import modelserve
+from e2e.operator_pod import image_refs
 from e2e.operator_process import OperatorProcess
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -123,7 +124,7 @@ def sa_kubeconfig(kubectl: Kubectl, namespace: str, path: pathlib.Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def no_session_operator(operator: OperatorProcess):
+def no_session_operator(operator):
     """The session's cluster-admin operator would reconcile our objects (and hide missing
     RBAC): stop it while this module runs, restart it afterwards."""
     operator.stop()
@@ -139,11 +140,19 @@ def release(kubectl: Kubectl, no_session_operator, tmp_path_factory):
     kubectl.run("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted",
                 "pod-security.kubernetes.io/warn=restricted")
     helm = Helm(kubectl.kubeconfig)
-    helm.run("install", RELEASE, str(CHART), "-n", namespace)
-    # The pods are admitted under the restricted Pod Security Standard (kwok then marks
-    # them Running; the operator itself runs as a local process, below).
+    repository, tag = image_refs()["MODELSERVE_OPERATOR_IMAGE"].rsplit(":", 1)
+    helm.run("install", RELEASE, str(CHART), "-n", namespace, "--set",
+             f"image.repository={repository}", "--set", f"image.tag={tag}",
+             "--set", "image.pullPolicy=Never")
+    # The chart's pods are admitted under the restricted Pod Security Standard and really
+    # start on the real node; then they step aside, so that the tests below can time and
+    # SIGKILL the operator as a local process with the chart's identity and Lease.
     kubectl.run("rollout", "status", f"deployment/{RELEASE}-modelserve", "-n", namespace,
                 "--timeout=120s", timeout=150)
+    kubectl.run("scale", f"deployment/{RELEASE}-modelserve", "-n", namespace, "--replicas=0")
+    eventually(lambda: not kubectl.get("pods", namespace=namespace)["items"], timeout=90,
+               what="the chart's operator pods stepped aside")
+    kubectl.run("delete", "lease", LEASE, "-n", namespace, check=False)
     settings = kubectl.get("configmap", f"{RELEASE}-modelserve-config", namespace)["data"]
     yield namespace, settings, helm
     helm.run("uninstall", RELEASE, "-n", namespace, check=False)

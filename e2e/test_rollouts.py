@@ -1,9 +1,9 @@
-"""Canary rollouts on the real control plane: weights, pauses, promote, abort, automatic
-rollback, retained revisions, overlapping versions, operator restarts and the fallback."""
+"""Canary rollouts on the real control plane with GPU versions on kwok's fake GPU nodes:
+weights, pauses, promote, abort, automatic rollback, retained revisions, overlapping
+versions and operator restarts (real pods and traffic: e2e/test_real_traffic.py)."""
 
 from __future__ import annotations
 
-import json
 import signal
 
 from e2e.kube import Kubectl, eventually
@@ -166,94 +166,5 @@ def test_rollout_survives_operator_sigkill(kubectl, namespace, operator):
     assert route_weights(kubectl, namespace, "m") == {"m-r1": 50, "m-r2": 50}
 
 
-def _set_ready(kubectl: Kubectl, namespace: str, ready: bool) -> None:
-    for pod in kubectl.get("pods", namespace=namespace)["items"]:
-        if pod["metadata"]["labels"].get("modelserve.io/pool") != "primary":
-            continue
-        conditions = pod["status"]["conditions"]
-        for c in conditions:
-            if c["type"] in ("Ready", "ContainersReady"):
-                c["status"] = "True" if ready else "False"
-        for c in pod["status"].get("containerStatuses", []):
-            c["ready"] = ready
-        kubectl.run("patch", "pod", pod["metadata"]["name"], "-n", namespace,
-                    "--subresource=status", "--type=merge", "-p",
-                    json.dumps({"status": {
-                        "conditions": conditions,
-                        "containerStatuses": pod["status"].get("containerStatuses", [])}}))
-
-
-def test_fallback_takes_traffic_while_primary_is_down(kubectl, namespace, operator):
-    kubectl.apply([version("big"), version("small", gpus=0, product=None),
-                   deployment("f", "big", replicas=2,
-                              fallback={"modelVersion": "small", "replicas": 1})], namespace)
-    wait_phase(kubectl, namespace, "f", "Ready")
-    eventually(lambda: kubectl.get("deploy", "f-fallback", namespace)["status"].get(
-        "readyReplicas") == 1, what="fallback warm")
-    selector = lambda: kubectl.get("svc", "f", namespace)["spec"]["selector"]  # noqa: E731
-    assert selector()["modelserve.io/pool"] == "primary"
-
-    _set_ready(kubectl, namespace, False)
-    eventually(lambda: status(kubectl, namespace, "f").get("fallbackActive") is True,
-               what="fallback active")
-    eventually(lambda: selector()["modelserve.io/pool"] == "fallback", what="svc -> fallback")
-
-    _set_ready(kubectl, namespace, True)
-    eventually(lambda: not status(kubectl, namespace, "f").get("fallbackActive"),
-               what="fallback released")
-    eventually(lambda: selector()["modelserve.io/pool"] == "primary", what="svc -> primary")
-    reasons = kubectl.run("get", "events", "-n", namespace, "-o",
-                          "jsonpath={.items[*].reason}").stdout.split()
-    assert "FallbackActive" in reasons and "FallbackReleased" in reasons
-
-
-ERROR_RATE = (
-    'sum(rate(modelserve_requests_total{namespace="{{namespace}}",model="{{deployment}}",'
-    'version="{{version}}",status=~"5.."}[10s])) / sum(rate(modelserve_requests_total{'
-    'namespace="{{namespace}}",model="{{deployment}}",version="{{version}}"}[10s]))')
-
-
-def analysed_rollout(prometheus_url: str) -> dict:
-    return {"strategy": "Canary",
-            "canary": {"steps": [{"setWeight": 25}, {"analysis": {"metrics": ["error-rate"]}},
-                                 {"setWeight": 100}]},
-            "analysis": {"metrics": [{"name": "error-rate", "max": 0.05, "interval": "2s",
-                                      "count": 3, "failureLimit": 0,
-                                      "prometheus": {"address": prometheus_url,
-                                                     "query": ERROR_RATE}}]}}
-
-
-def test_analysis_failure_rolls_back_and_success_promotes(kubectl, namespace, operator,
-                                                          runtime_prometheus):
-    exporter = runtime_prometheus.exporter
-    rollout = analysed_rollout(runtime_prometheus.url)
-    # The bad version answers 40% of its requests with 500s; the good one none.
-    exporter.set_rates(namespace, "a", "bad", ok=6, errors=4)
-    exporter.set_rates(namespace, "a", "good", ok=10, errors=0)
-    kubectl.apply([version("stable"), version("bad"), version("good"),
-                   deployment("a", "stable", replicas=4, rollout=rollout)], namespace)
-    wait_phase(kubectl, namespace, "a", "Ready")
-    kubectl.run("wait", "--for=condition=Ready", "pods", "--all", "-n", namespace)
-
-    # Analysis judges what Prometheus has: wait until it has a rate for both versions.
-    for name in ("bad", "good"):
-        query = ERROR_RATE.replace("{{namespace}}", namespace).replace(
-            "{{deployment}}", "a").replace("{{version}}", name)
-        eventually(lambda q=query: runtime_prometheus.value(q) is not None, timeout=60,
-                   what=f"Prometheus has the error rate of {name}")
-
-    kubectl.apply(deployment("a", "bad", replicas=4, rollout=rollout), namespace)
-    st = eventually(lambda: condition(s := status(kubectl, namespace, "a"), "Degraded")
-                    == ("True", "AnalysisFailed") and s, timeout=90, what="analysis failure")
-    assert st["revision"] == 1 and st["abortedRevision"] == 2
-    message = next(c["message"] for c in st["conditions"] if c["type"] == "Degraded")
-    assert "error-rate" in message
-    failed = [m for m in st["analysis"]["measurements"] if not m["passed"]]
-    assert failed and failed[-1].get("value", 0) > 0.05, st["analysis"]
-    eventually(lambda: replicas(kubectl, namespace, "a-r2") in (0, None), what="canary at 0")
-    assert kubectl.get("svc", "a", namespace)["spec"]["selector"]["modelserve.io/revision"] == "1"
-
-    kubectl.apply(deployment("a", "good", replicas=4, rollout=rollout), namespace)
-    st = wait_status(kubectl, namespace, "a", revision=3, phase="Ready", timeout=120)
-    assert all(m["passed"] for m in st.get("analysis", {}).get("measurements", [])) or \
-        "analysis" not in st
+# The fallback and the metric analysis run against real pods and real runtime metrics in
+# e2e/test_real_traffic.py.

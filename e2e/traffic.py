@@ -156,7 +156,7 @@ class Traffic:
                     version = body.get("model_version")
                 else:
                     outcome = f"HTTP {response.status}"
-        except asyncio.TimeoutError:
+        except TimeoutError:
             outcome = "timeout"
         except aiohttp.ClientConnectionError as error:
             outcome = type(error).__name__

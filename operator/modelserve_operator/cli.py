@@ -90,6 +90,17 @@ def _rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from modelserve_operator import commands, predict
+
+    try:
+        print(predict.predict(args.name, args.namespace, args.input, args.request))
+    except commands.CommandError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _export(args: argparse.Namespace, rest: list[str]) -> int:
     from modelserve_runtime import export
 
@@ -152,6 +163,19 @@ def parser() -> argparse.ArgumentParser:
     rollback.add_argument("--wait", action="store_true", help="wait until it is Ready")
     rollout_command("history", "list retained revisions")
     rollout_command("status", "revisions, weights, analysis and recent events")
+
+    predict = sub.add_parser(
+        "predict", help="send one inference request through the model's Service",
+        description="One Open Inference request through the ModelDeployment's user-facing "
+                    "Service, via the API server's service proxy (needs services/proxy).")
+    predict.add_argument("name", help="ModelDeployment name")
+    predict.add_argument("--namespace", "-n", default=None)
+    predict.add_argument("--input", action="append", default=[], metavar="NAME=JSON",
+                         help="an input tensor as a JSON array, e.g. x='[[1, 2, 3, 4]]' "
+                              "(repeat for several inputs)")
+    predict.add_argument("--request", metavar="FILE",
+                         help="a whole Open Inference request body (JSON) instead")
+    predict.set_defaults(handler=_predict)
 
     export = sub.add_parser("export", add_help=False,
                             help="export a PyTorch module to ONNX (see `export --help`)")
