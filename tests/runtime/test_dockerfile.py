@@ -77,3 +77,15 @@ def test_checkov_finds_nothing_unexplained(checkov):
     unexplained = {k: v for k, v in failed.items() if k not in EXPLAINED}
     assert not unexplained, f"fix runtime/Dockerfile, or explain in EXPLAINED: {unexplained}"
     assert set(EXPLAINED) <= set(failed), f"stale explanations: {set(EXPLAINED) - set(failed)}"
+
+
+def test_gpu_and_local_images_install_the_wheel_the_same_way():
+    """runtime/Dockerfile (GPU image) and hack/build-images (CPU runtime and operator
+    images) both run runtime/install-into-image with the pinned constraints."""
+    steps = _instructions()
+    runs = [arg for op, arg in steps if op == "RUN"]
+    assert any("install-into-image" in run for run in runs), runs
+    assert ("COPY", "requirements/constraints.txt runtime/install-into-image /wheels/") in steps
+    build_images = (ROOT / "hack" / "build-images").read_text()
+    assert "sh /wheels/install-into-image /wheels" in build_images
+    assert "requirements/constraints.txt" in build_images
