@@ -1,0 +1,66 @@
+"""Download progress as one line every few seconds: bytes done / total, rate, time left.
+
+The lines go to the fetch container's log, where `modelserve status` shows the latest one
+for pods still initialising. The format is for people; the prefix is what tools look for.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+PREFIX = "fetch: progress "
+EVERY_SECONDS = 5.0
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def describe(done: int, total: int | None, seconds: float) -> str:
+    """`512.0 MiB of 1.0 GiB (50%), 85.3 MiB/s, about 6 s left` (parts dropped when unknown)."""
+    rate = done / seconds if seconds > 0 else 0.0
+    text = human_bytes(done)
+    if total:
+        text += f" of {human_bytes(total)} ({100 * done / total:.0f}%)"
+    if rate > 0:
+        text += f", {human_bytes(rate)}/s"
+        if total and total > done:
+            text += f", about {(total - done) / rate:.0f} s left"
+    return text
+
+
+class Progress:
+    """Called with every chunk; prints at most once per EVERY_SECONDS."""
+
+    def __init__(self, what: str, out: TextIO | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.what = what
+        self.out = out or sys.stdout
+        self.clock = clock
+        self.started = clock()
+        self.last = self.started
+        self.done = 0
+        self.total: int | None = None
+
+    def restart(self, done: int, total: int | None) -> None:
+        """A retry starts again at `done` bytes (0 unless the source can resume)."""
+        self.done, self.total = done, total
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        now = self.clock()
+        if now - self.last >= EVERY_SECONDS:
+            self.last = now
+            self.print()
+
+    def print(self) -> None:
+        seconds = self.clock() - self.started
+        print(f"{PREFIX}{self.what}: {describe(self.done, self.total, seconds)}",
+              file=self.out, flush=True)
