@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelserve_operator.api import ModelDeploymentSpec, ModelVersionSpec
+from modelserve_operator.render import RenderSettings
 
 SHA = "9f2c" + "0" * 60
 
@@ -17,6 +18,7 @@ class Case:
     revision: int = 3
     role: str = "stable"
     replicas: int | None = 2
+    settings: RenderSettings | None = None  # None: RenderSettings() defaults
 
     def specs(self) -> tuple[ModelDeploymentSpec, ModelVersionSpec]:
         return (ModelDeploymentSpec.model_validate(self.deployment),
@@ -119,4 +121,27 @@ CASES: dict[str, Case] = {
                  "image": "registry.example.com/modelserve/runtime-cpu:0.1.0"},
         resources={"gpu": {"count": 0}},
     ), role="fallback", revision=2, replicas=1),
+    # Credentials from a Secret, a self-hosted S3 store, the node cache switched on by the
+    # ModelDeployment where the chart installed it.
+    "s3-compatible-store": Case(
+        version(model={
+            "uri": "s3://models/resnet50/v3/model.onnx", "format": "onnx", "sha256": SHA,
+            "secretRef": {"name": "model-store"},
+            "s3": {"endpoint": "http://seaweedfs.storage:8333", "region": "us-east-1",
+                   "forcePathStyle": True},
+        }),
+        deployment={"modelVersion": "resnet50-v3", "modelCache": {"enabled": True}},
+        settings=RenderSettings(model_cache_path="/var/lib/modelserve/models",
+                                model_cache_max_size="200Gi"),
+    ),
+    # A registry inside the cluster; the chart turns the cache on for everyone, this
+    # ModelDeployment opts out.
+    "oci-registry": Case(
+        version(model={"uri": "oci://registry.models:5000/vision/resnet50:v3", "format": "onnx",
+                       "sha256": SHA, "secretRef": {"name": "regcred"},
+                       "oci": {"plainHttp": True}}),
+        deployment={"modelVersion": "resnet50-v3", "modelCache": {"enabled": False}},
+        settings=RenderSettings(model_cache_path="/var/lib/modelserve/models",
+                                model_cache_default=True),
+    ),
 }

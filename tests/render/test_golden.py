@@ -27,11 +27,12 @@ SETTINGS = RenderSettings()
 
 def render_all(case: Case) -> str:
     spec, version = case.specs()
+    settings = case.settings or SETTINGS
     objects = [
         render_deployment(MD, spec, "resnet50-v3", version, case.revision, case.role,
-                          case.replicas, SETTINGS),
-        render_revision_service(MD, case.revision, case.role, SETTINGS),
-        render_service(MD, SETTINGS),
+                          case.replicas, settings),
+        render_revision_service(MD, case.revision, case.role, settings),
+        render_service(MD, settings),
     ]
     return yaml.safe_dump_all(objects, sort_keys=False, width=100)
 

@@ -240,6 +240,16 @@ class PodOverrides(ApiModel):
     priority_class_name: str | None = Field(None, description="Priority class.")
 
 
+class ModelCache(ApiModel):
+    """The node-local model cache (installed through the chart's modelCache values)."""
+
+    enabled: bool | None = Field(
+        None,
+        description="Download each model once per node and share it between this "
+        "deployment's pods and restarts; unset follows the chart's modelCache.enabled.",
+    )
+
+
 class ModelDeploymentSpec(ApiModel):
     """Which version serves, how many replicas, and how new versions roll out."""
 
@@ -270,6 +280,9 @@ class ModelDeploymentSpec(ApiModel):
     fallback: Fallback | None = Field(None, description="Warm fallback version.")
     probes: Probes | None = Field(None, description="Probe timings.")
     pod: PodOverrides | None = Field(None, description="Pod settings merged with ours.")
+    model_cache: ModelCache | None = Field(
+        None, description="Node-local model cache: download once per node (needs sha256)."
+    )
 
 
 class HistoryEntry(ApiModel):

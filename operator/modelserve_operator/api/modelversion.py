@@ -21,8 +21,54 @@ SUPPORTED_FORMATS: dict[str, tuple[str, ...]] = {
 }
 
 
+class S3Options(ApiModel):
+    """Where an S3-compatible store is, for stores other than AWS S3 itself."""
+
+    endpoint: str | None = Field(
+        None,
+        description="Endpoint URL, e.g. http://seaweedfs.storage:8333 or https://minio.example.com.",
+        max_length=2048,
+        pattern=r"^https?://[^/]+",
+    )
+    region: str | None = Field(None, description="Region, e.g. eu-west-1.", max_length=64)
+    force_path_style: bool | None = Field(
+        None,
+        description="Path-style addressing (endpoint/bucket/key) instead of bucket.endpoint; "
+        "most self-hosted stores need it.",
+    )
+
+
+class OCIOptions(ApiModel):
+    """How to talk to the registry of an oci:// model."""
+
+    plain_http: bool | None = Field(
+        None, description="Use plain HTTP instead of HTTPS (a registry inside the cluster)."
+    )
+
+
+class SecretReference(ApiModel):
+    """A Secret in the ModelVersion's namespace."""
+
+    name: str = Field(description="Secret name.", min_length=1, max_length=253)
+
+
 class ModelArtifact(ApiModel):
     """Where the model file lives and how to check it."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": validations(
+            cel(
+                "!has(self.s3) || self.uri.startsWith('s3://')",
+                "spec.model.s3 applies to s3:// URIs only",
+                ".s3",
+            ),
+            cel(
+                "!has(self.oci) || self.uri.startsWith('oci://')",
+                "spec.model.oci applies to oci:// URIs only",
+                ".oci",
+            ),
+        )
+    }
 
     uri: str = Field(
         description=(
@@ -39,6 +85,17 @@ class ModelArtifact(ApiModel):
         description="Hex SHA-256 of the artifact; verified before the runtime serves it.",
         pattern=r"^[a-f0-9]{64}$",
     )
+    secret_ref: SecretReference | None = Field(
+        None,
+        description=(
+            "Secret with the store's credentials, mounted read-only into the fetch container "
+            "only: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (and optionally AWS_ENDPOINT_URL, "
+            "AWS_REGION) for s3://, service-account.json for gs://, .dockerconfigjson or "
+            "username/password for oci://. Without it the pod's service account is used."
+        ),
+    )
+    s3: S3Options | None = Field(None, description="S3-compatible store settings.")
+    oci: OCIOptions | None = Field(None, description="OCI registry settings.")
 
 
 class InputShape(ApiModel):

@@ -160,9 +160,12 @@ def _container_security() -> dict[str, Any]:
     }
 
 
-def _volumes(version: ModelVersionSpec, pod: PodOverrides) -> tuple[list, list, list]:
+def _volumes(version: ModelVersionSpec, pod: PodOverrides,
+             node_cache: bool, settings: RenderSettings) -> tuple[list, list, list]:
     """(volumes, runtime mounts, fetch mounts): ours first, then the user's that fit."""
     pvc = model.parse_pvc(version.model.uri) is not None
+    fetch_only_volumes, fetch_only_mounts = ([], []) if pvc else model.fetch_volumes(
+        version.model, node_cache, settings)
     ours = [
         model.model_volume(version.model),
         {"name": "tmp", "emptyDir": {}},
@@ -170,6 +173,7 @@ def _volumes(version: ModelVersionSpec, pod: PodOverrides) -> tuple[list, list, 
         # Shared memory for the runtime's engine process and PyTorch's tensor sharing;
         # the container default (64 MiB) is smaller than one worker's batch buffers.
         {"name": "shm", "emptyDir": {"medium": "Memory"}},
+        *fetch_only_volumes,
     ]
     runtime_mounts = [
         {"name": model.MODEL_VOLUME, "mountPath": model.MODEL_DIR, "readOnly": True},
@@ -182,7 +186,8 @@ def _volumes(version: ModelVersionSpec, pod: PodOverrides) -> tuple[list, list, 
     mounts = merge.merge_named(runtime_mounts, user_mounts, key="mountPath")
     fetch_mounts = [] if pvc else merge.merge_named(
         [{"name": model.MODEL_VOLUME, "mountPath": model.MODEL_DIR},
-         {"name": "tmp", "mountPath": "/tmp"}],
+         {"name": "tmp", "mountPath": "/tmp"},
+         *fetch_only_mounts],
         # The user's mounts (e.g. cloud credentials files) are what the fetch needs most.
         [m for m in user_mounts if m.get("mountPath") != CACHE_DIR],
         key="mountPath",
@@ -213,7 +218,8 @@ def render_pod_template(md_name: str, spec: ModelDeploymentSpec, version_name: s
     probes = spec.probes
     image = version.runtime.image or settings.runtime_image
     env = _env(md_name, version_name, version, pod, settings)
-    volumes, mounts, fetch_mounts = _volumes(version, pod)
+    node_cache = model.uses_node_cache(version.model, spec.model_cache, settings)
+    volumes, mounts, fetch_mounts = _volumes(version, pod, node_cache, settings)
 
     runtime: dict[str, Any] = {
         "name": RUNTIME_CONTAINER,
@@ -239,7 +245,7 @@ def render_pod_template(md_name: str, spec: ModelDeploymentSpec, version_name: s
         fetch: dict[str, Any] = {
             "name": FETCH_CONTAINER,
             "image": settings.fetch_image or image,
-            "command": model.fetch_command(version.model),
+            "command": model.fetch_command(version.model, node_cache, settings),
             # Same env as the runtime: the user's credentials (AWS_*, GOOGLE_*) live there.
             "env": copy.deepcopy(env),
             "securityContext": _container_security(),

@@ -51,3 +51,11 @@ class RenderSettings:
     # runtimeClassName for GPU pods when the user sets none (e.g. "nvidia" on clusters
     # where the NVIDIA container runtime is not the default). CPU pods never get it.
     gpu_runtime_class: str | None = None
+    # Node-local model cache (chart values modelCache.*): a hostPath directory, present on
+    # every node and writable by the runtime user, shared by the node's model pods. None
+    # turns the cache off whatever a ModelDeployment says.
+    model_cache_path: str | None = None
+    # Evict models no pod on the node uses beyond this size, e.g. "200Gi"; None: no limit.
+    model_cache_max_size: str | None = None
+    # Whether ModelDeployments that do not set spec.modelCache.enabled use the cache.
+    model_cache_default: bool = False
