@@ -15,6 +15,18 @@ def pod(name="p", scheduled=None, waiting=None):
             "status": {"conditions": conditions, "containerStatuses": statuses}}
 
 
+def fetch_failed(message, last=False):
+    terminated = {"terminated": {"exitCode": 1, "reason": "Error", "message": message}}
+    state = {"waiting": {"reason": "CrashLoopBackOff"}} if last else terminated
+    status = {"name": "fetch-model", "state": state, "lastState": terminated if last else {}}
+    return {"metadata": {"name": "p"}, "status": {"initContainerStatuses": [status]}}
+
+
+def fetch_running():
+    status = {"name": "fetch-model", "state": {"running": {}}, "lastState": {}}
+    return {"metadata": {"name": "p"}, "status": {"initContainerStatuses": [status]}}
+
+
 CASES = {
     "healthy": ([pod()], "nvidia.com/gpu", None),
     "no-gpus": ([pod(scheduled="0/5 nodes are available: 3 Insufficient nvidia.com/gpu.")],
@@ -30,7 +42,19 @@ CASES = {
                           pod("b", scheduled="Insufficient nvidia.com/gpu")],
                          "nvidia.com/gpu", "GPUsUnavailable"),
     "still-creating": ([pod(waiting="ContainerCreating")], None, None),
+    "fetch-failed": ([fetch_failed("fetch failed: access denied to s3://m/x.onnx")], None,
+                     "ModelFetchFailed"),
+    "fetch-failed-waiting-to-retry": ([fetch_failed("fetch failed: SHA-256 mismatch",
+                                                    last=True)], None, "ModelFetchFailed"),
+    "fetch-running": ([fetch_running()], None, None),
 }
+
+
+def test_fetch_failure_carries_the_fetch_message():
+    problem = pod_problem([fetch_failed("fetch failed: access denied to s3://m/x.onnx (403)")],
+                          None)
+    assert problem.message == ("pod p cannot fetch its model: fetch failed: access denied to "
+                               "s3://m/x.onnx (403)")
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

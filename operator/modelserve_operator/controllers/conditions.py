@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from modelserve_operator.render.pod import FETCH_CONTAINER
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -66,6 +68,11 @@ def pod_problem(pods: list[dict[str, Any]], gpu_request: str | None) -> Problem 
             "ImagePullFailed",
             f"pod {name} cannot pull its image ({reason}: {detail}). Check "
             f"spec.runtime.image and imagePullSecrets.")
+    if found := _first_fetch_failure(pods):
+        name, detail = found
+        return Problem(
+            "ModelFetchFailed",
+            f"pod {name} cannot fetch its model: {detail}")
     if found := _first_waiting(pods, ("CrashLoopBackOff",)):
         name, reason, detail = found
         return Problem(
@@ -82,4 +89,25 @@ def _first_waiting(pods: list[dict[str, Any]],
         for reason, detail in _waiting_reasons(pod):
             if reason in reasons:
                 return pod["metadata"]["name"], reason, detail
+    return None
+
+
+def _first_fetch_failure(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """(pod name, message) of the first pod whose model fetch exited with an error.
+
+    The fetch writes one line naming the URI and what to check to its termination
+    message; the kubelet keeps it in the init container's state (or lastState while it
+    waits to retry), so no logs need reading.
+    """
+    for pod in pods:
+        for container in pod.get("status", {}).get("initContainerStatuses", []):
+            if container.get("name") != FETCH_CONTAINER:
+                continue
+            for state in (container.get("state"), container.get("lastState")):
+                terminated = (state or {}).get("terminated")
+                if terminated and terminated.get("exitCode", 0) != 0:
+                    detail = (terminated.get("message") or "").strip() or (
+                        f"exit code {terminated.get('exitCode')}; read "
+                        f"kubectl logs {pod['metadata']['name']} -c {FETCH_CONTAINER}")
+                    return pod["metadata"]["name"], detail
     return None
