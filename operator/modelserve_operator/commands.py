@@ -17,6 +17,13 @@ import sys
 import time
 from typing import Any
 
+from modelserve_operator.render.labels import DEPLOYMENT
+from modelserve_operator.render.names import label_value
+from modelserve_operator.render.pod import FETCH_CONTAINER
+
+# The runtime's fetch prints this before each progress line (modelserve_runtime/fetch).
+FETCH_PROGRESS_PREFIX = "fetch: progress "
+
 ARGO_MARKERS = ("argocd.argoproj.io/tracking-id", "argocd.argoproj.io/instance")
 
 
@@ -175,6 +182,10 @@ def status_screen(name: str, namespace: str | None) -> str:
         for m in (analysis.get("measurements") or [])[-5:]:
             value = "no data" if m.get("value") is None else f"{m['value']:g}"
             lines.append(f"  {m['metric']:<20} {value:<12} {'ok' if m['passed'] else 'FAILED'}")
+    downloads = model_downloads(name, md["metadata"]["namespace"])
+    if downloads:
+        lines.append("Model downloads:")
+        lines += ["  " + line for line in downloads]
     lines.append("History:")
     lines += ["  " + line for line in history_table(name, namespace).splitlines()]
     events = json.loads(kubectl(
@@ -187,3 +198,41 @@ def status_screen(name: str, namespace: str | None) -> str:
         lines.append(f"  {_ago(event.get('lastTimestamp')):<8} {event.get('type', ''):<8} "
                      f"{event.get('reason', ''):<20} {event.get('message', '')}")
     return "\n".join(lines)
+
+
+def fetching_pods(pods: list[dict[str, Any]]) -> list[str]:
+    """Names of the pods whose model fetch (init container) is running now."""
+    names = []
+    for pod in pods:
+        for container in pod.get("status", {}).get("initContainerStatuses", []):
+            if container.get("name") == FETCH_CONTAINER and "running" in (
+                    container.get("state") or {}):
+                names.append(pod["metadata"]["name"])
+    return sorted(names)
+
+
+def latest_progress(log: str) -> str:
+    """The newest progress line of a fetch log, without its prefix."""
+    for line in reversed(log.splitlines()):
+        if line.startswith(FETCH_PROGRESS_PREFIX):
+            return line.removeprefix(FETCH_PROGRESS_PREFIX)
+    return "started, no progress line yet (one comes every 5 s)"
+
+
+def model_downloads(name: str, namespace: str) -> list[str]:
+    """One line per pod still downloading its model: bytes done / total, rate, time left.
+
+    Read from the fetch container's log, which the user's kubeconfig may read; the
+    operator itself needs no access to logs for this.
+    """
+    pods = json.loads(kubectl("get", "pods", "-l", f"{DEPLOYMENT}={label_value(name)}",
+                              "-o", "json", namespace=namespace))["items"]
+    out = []
+    for pod in fetching_pods(pods):
+        try:
+            log = kubectl("logs", pod, "-c", FETCH_CONTAINER, "--tail=20", namespace=namespace)
+        except CommandError as e:
+            out.append(f"{pod}  (log not readable: {e})")
+            continue
+        out.append(f"{pod}  {latest_progress(log)}")
+    return out
