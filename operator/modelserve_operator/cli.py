@@ -21,7 +21,10 @@ def _operator_run(args: argparse.Namespace) -> int:
     logs.setup(args.log_level, json_logs=not args.plain_logs)
     runtime.STATE.config = runtime.Config(
         workers=args.workers, resync_seconds=args.resync_seconds,
-        render=RenderSettings(runtime_image=args.runtime_image),
+        render=RenderSettings(runtime_image=args.runtime_image,
+                              model_cache_path=args.model_cache_path,
+                              model_cache_max_size=args.model_cache_max_size,
+                              model_cache_default=args.model_cache_default),
         prometheus_url=args.prometheus_url,
         leader_election=_leader_config(args),
         namespaces=[n for ns in args.namespace for n in ns.split(",") if n],
@@ -127,6 +130,14 @@ def parser() -> argparse.ArgumentParser:
                      help="runtime image for versions that name none")
     run.add_argument("--prometheus-url", default=None,
                      help="Prometheus for canary analysis queries without an address")
+    cache = run.add_argument_group("node-local model cache (docs/storage/node-cache.md)")
+    cache.add_argument("--model-cache-path", default=None,
+                       help="hostPath directory on every node for the model cache; "
+                            "unset: no cache")
+    cache.add_argument("--model-cache-max-size", default=None,
+                       help="evict models no pod on the node uses beyond this size (200Gi)")
+    cache.add_argument("--model-cache-default", action="store_true",
+                       help="cache for ModelDeployments that do not set spec.modelCache")
     election = run.add_argument_group("leader election (run several replicas safely)")
     election.add_argument("--leader-election", action="store_true",
                           help="reconcile only while holding a coordination.k8s.io Lease")

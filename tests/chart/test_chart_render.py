@@ -198,3 +198,19 @@ def test_chart_crds_are_the_generated_ones():
     for path in (ROOT / "crds").glob("*.yaml"):
         assert (CHART / "crds" / path.name).read_text() == path.read_text(), (
             f"charts/modelserve/crds/{path.name} is stale: run hack/gen-crds")
+
+
+def test_model_cache_values_reach_the_operator(helm):
+    def args(*sets: str) -> list[str]:
+        extra = [a for s in sets for a in ("--set", s)]
+        [deployment] = by_kind(render(helm, *extra), "Deployment")
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        return [a for a in container["args"] if a.startswith("--model-cache")]
+
+    assert args() == []
+    assert args("modelCache.hostPath=/var/lib/modelserve/models", "modelCache.maxSize=200Gi",
+                "modelCache.enabled=true") == [
+        "--model-cache-path=/var/lib/modelserve/models", "--model-cache-max-size=200Gi",
+        "--model-cache-default"]
+    bad = helm_template(helm, "--set", "modelCache.maxSize=lots", check=False)
+    assert bad.returncode != 0 and "does not match pattern" in bad.stderr
