@@ -499,6 +499,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"modelserve-runtime: {exc}", file=sys.stderr)
         return 2
     _configure_logging(settings.log_level)
+    # Node model cache: keep this pod's model from being evicted while it serves.
+    from .fetch.cache import pin_from_env
+
+    pin_from_env()
     # In a server and in the engine process alike, the event loop thread holds the GIL
     # almost all the time under load; with Python's default 5 ms switch interval each GIL
     # hand-over to an inference thread (several per batch) can stall the device for up

@@ -112,3 +112,37 @@ def test_unwritable_cache_says_what_to_fix(tmp_path):
     root.mkdir(mode=0o555)
     with pytest.raises(PermissionError, match="writable by the runtime user"):
         NodeCache(root).get("8" * 64, fill_with(b"x"), tmp_path / "m")
+
+
+def test_a_model_a_runtime_serves_is_pinned_until_that_process_exits(tmp_path):
+    import subprocess
+    import sys
+
+    cache = NodeCache(tmp_path / "cache", max_bytes=0)
+    cache.get("9" * 64, fill_with(b"m" * MB), tmp_path / "pod/m")
+    (tmp_path / "pod/m").unlink()  # copies don't count: only the runtime's pin does
+    entry = cache.entries / ("9" * 64)
+    runtime = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys; from modelserve_runtime.fetch.cache import pin_from_env; pin_from_env();"
+         " print('pinned', flush=True); sys.stdin.read()"],
+        env={**os.environ, "MODELSERVE_MODEL_CACHE_ENTRY": str(entry)},
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert runtime.stdout.readline().strip() == "pinned"
+        assert cache.evict() == []
+        assert entry.exists()
+    finally:
+        runtime.communicate("")  # the runtime exits: its lock goes with it
+    assert cache.evict() == ["9" * 64]
+    assert not entry.exists()
+
+
+def test_pin_without_a_cache_entry_is_harmless(monkeypatch, capsys):
+    from modelserve_runtime.fetch import cache as cache_module
+
+    monkeypatch.delenv("MODELSERVE_MODEL_CACHE_ENTRY", raising=False)
+    cache_module.pin_from_env()
+    monkeypatch.setenv("MODELSERVE_MODEL_CACHE_ENTRY", "/nonexistent/sha256/abc")
+    cache_module.pin_from_env()
+    assert "cannot pin /nonexistent/sha256/abc" in capsys.readouterr().err

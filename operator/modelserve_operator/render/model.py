@@ -16,6 +16,13 @@ CREDENTIALS_VOLUME = "model-credentials"
 CREDENTIALS_DIR = "/var/run/secrets/modelserve/storage"
 CACHE_VOLUME = "model-cache"
 NODE_CACHE_DIR = "/model-cache"
+# The runtime holds a shared lock on its model's cache entry so that eviction on the node
+# skips it (modelserve_runtime/fetch/cache.py); it still serves its own copy in MODEL_DIR.
+CACHE_ENTRY_ENV = "MODELSERVE_MODEL_CACHE_ENTRY"
+
+
+def cache_entry(artifact: ModelArtifact) -> str:
+    return f"{NODE_CACHE_DIR}/sha256/{(artifact.sha256 or '').lower()}"
 
 # The fetched file keeps an extension the runtime's loaders recognise.
 EXTENSIONS = {"onnx": "onnx", "torchscript": "pt", "tensorrt-plan": "plan"}

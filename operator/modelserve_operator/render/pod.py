@@ -181,6 +181,9 @@ def _volumes(version: ModelVersionSpec, pod: PodOverrides,
         {"name": "cache", "mountPath": CACHE_DIR},
         {"name": "shm", "mountPath": "/dev/shm"},
     ]
+    if node_cache:
+        runtime_mounts.append({"name": model.CACHE_VOLUME, "mountPath": model.NODE_CACHE_DIR,
+                               "readOnly": True})
     user_mounts = pod.volume_mounts or []
     volumes = merge.merge_named(ours, pod.volumes)
     mounts = merge.merge_named(runtime_mounts, user_mounts, key="mountPath")
@@ -239,6 +242,9 @@ def render_pod_template(md_name: str, spec: ModelDeploymentSpec, version_name: s
     resources = _resources(version)
     if resources:
         runtime["resources"] = resources
+    if node_cache:
+        runtime["env"] = [*env, {"name": model.CACHE_ENTRY_ENV,
+                                 "value": model.cache_entry(version.model)}]
 
     pod_spec: dict[str, Any] = {}
     if fetch_mounts:

@@ -9,8 +9,16 @@ Layout under the cache root (a hostPath directory shared by every model pod on t
 Pods on one node coordinate with flock(2), which works across containers because they
 share the host's kernel and the lock file's inode. A model is downloaded by the first pod
 that needs it; a second pod waiting on the same lock finds it done. An entry is placed into
-the pod's own model volume as a hard link (same filesystem) or a copy: a link raises the
-entry's link count, which is how eviction knows a running pod on this node still uses it.
+the pod's own model volume: a copy, since the cache and the pod's emptyDir are separate
+mounts in the container, across which link(2) fails (a hard link where it works, as in
+tests on one filesystem). Each pod serving its own copy means evicting an entry can never
+break a running pod; it only costs a later pod a download.
+
+Eviction skips models a pod on the node is serving: the runtime holds a shared flock on its
+model's cache entry for as long as it runs (pin_from_env, called at runtime start, with
+the entry's path in MODELSERVE_MODEL_CACHE_ENTRY), and eviction deletes an entry only if it
+can take an exclusive lock on it. Locks die with their process, so a deleted pod never
+keeps a model cached.
 """
 
 from __future__ import annotations
@@ -139,11 +147,10 @@ class NodeCache:
                 if entry.in_use or entry.digest == keep:
                     continue
                 with self._locked(entry.digest, blocking=False) as free:
-                    if not free:  # a pod is filling or linking it right now
+                    if not free:  # a pod is filling or placing it right now
                         continue
-                    # The lock file stays: unlinking it would let a waiter holding the old
-                    # inode and a newcomer creating a new one both think they own the digest.
-                    entry.path.unlink(missing_ok=True)
+                    if not _delete_unless_pinned(entry.path):  # a runtime serves it
+                        continue
                 total -= entry.size
                 evicted.append(entry.digest)
                 print(f"fetch: cache: evicted {entry.digest[:12]} ({entry.size} bytes, unused "
@@ -153,3 +160,42 @@ class NodeCache:
                       f"{self.max_bytes}-byte limit; every model left is in use",
                       file=sys.stderr, flush=True)
         return evicted
+
+
+def _delete_unless_pinned(path: pathlib.Path) -> bool:
+    """Delete a cache entry unless a running runtime holds its shared lock (pin_from_env)."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed in finally
+    except FileNotFoundError:
+        return True
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        # Lock files stay (in locks/): unlinking one would let a waiter holding the old
+        # inode and a newcomer creating a new one both think they own the digest.
+        path.unlink(missing_ok=True)
+        return True
+    finally:
+        handle.close()
+
+
+PIN_ENV = "MODELSERVE_MODEL_CACHE_ENTRY"
+_pins: list = []  # open files whose shared locks last as long as the process
+
+
+def pin_from_env() -> None:
+    """Hold a shared lock on this pod's model in the node cache while the runtime runs."""
+    path = os.environ.get(PIN_ENV)
+    if not path:
+        return
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - kept open on purpose: the lock lives with it
+        fcntl.flock(handle, fcntl.LOCK_SH)
+    except OSError as e:
+        # Not fatal: the pod serves its own copy; only eviction may pick this model.
+        print(f"modelserve-runtime: cannot pin {path} in the node cache: {e}",
+              file=sys.stderr, flush=True)
+        return
+    _pins.append(handle)
