@@ -32,8 +32,13 @@ def _operator_run(args: argparse.Namespace) -> int:
     prometheus_client.start_http_server(args.metrics_port, addr=args.bind)
     namespaces = [n for ns in args.namespace for n in ns.split(",") if n]
     assert handlers  # imported for its Kopf registrations
+    from modelserve_operator.controllers import leader
+
     kopf.run(
         standalone=True,
+        # Kopf would otherwise derive its identity from getpass.getuser(), which fails for
+        # a uid without a passwd entry: exactly the chart's pod (runAsUser 65532).
+        identity=args.leader_election_identity or leader.default_identity(),
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=f"http://{args.bind}:{args.health_port}/healthz",
