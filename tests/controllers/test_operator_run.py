@@ -21,3 +21,15 @@ def test_operator_run_needs_no_passwd_entry_for_its_uid(monkeypatch):
     monkeypatch.setenv("POD_NAME", "modelserve-abc")
     assert cli.main(["operator", "run", "--plain-logs"]) == 0
     assert seen["identity"].startswith("modelserve-abc")
+
+
+def test_in_cluster_login_uses_the_service_address_not_cluster_dns():
+    from modelserve_operator.controllers.runtime import in_cluster_address
+
+    info = kopf.ConnectionInfo(server="https://kubernetes.default.svc", token="t")
+    env = {"KUBERNETES_SERVICE_HOST": "198.19.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    assert in_cluster_address(info, env).server == "https://198.19.0.1:443"
+    assert in_cluster_address(info, {**env, "KUBERNETES_SERVICE_HOST": "fd00::1"}).server \
+        == "https://[fd00::1]:443"
+    assert in_cluster_address(info, {}).server == "https://kubernetes.default.svc"
+    assert in_cluster_address(info, env).token == "t"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,11 +82,24 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
 async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     in_cluster = os.path.exists(SERVICE_ACCOUNT_TOKEN) and not os.environ.get("KUBECONFIG")
     if in_cluster:
-        info = kopf.login_with_service_account(**kwargs)
+        info = in_cluster_address(kopf.login_with_service_account(**kwargs), os.environ)
     else:
         info = kopf.login_with_kubeconfig(**kwargs)
     STATE.connection = info
     return info
+
+
+def in_cluster_address(info: kopf.ConnectionInfo | None,
+                       env: Mapping[str, str]) -> kopf.ConnectionInfo | None:
+    """The API server at the `kubernetes` Service's address from the environment, as
+    client-go's in-cluster config does. Kopf names `kubernetes.default.svc`, which needs
+    cluster DNS; the kubelet's environment variables do not (the certificate carries the
+    Service IP either way)."""
+    host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT")
+    if info is None or not host or not port:
+        return info
+    host = f"[{host}]" if ":" in host else host
+    return dataclasses.replace(info, server=f"https://{host}:{port}")
 
 
 def _start() -> None:
