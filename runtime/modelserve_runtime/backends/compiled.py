@@ -115,17 +115,15 @@ def options_for(setting: str, conv_like: bool) -> BuildOptions:
     return BuildOptions(mode=mode, channels_last=conv_like)
 
 
-def compile_module(torch: Any, module: Any, options: BuildOptions) -> Callable[..., Any]:
+def compile_module(torch: Any, module: Any, build: BuildOptions) -> Callable[..., Any]:
     # Enough recompiles for one graph per bucket when the batch is not dynamic
     # (the default limit, 8, is fewer than the buckets of max batch 128: past it
     # dynamo silently runs eagerly).
     torch._dynamo.config.recompile_limit = 64
-    return torch.compile(
-        module,
-        mode=options.mode,
-        dynamic=None if options.dynamic_batch else False,
-        options={"freezing": options.freezing},
-    )
+    # torch.compile takes a mode or an options dict, not both; max-autotune as an
+    # option leaves out the mode's own CUDA graphs (the backend captures its own).
+    options = {"freezing": build.freezing, "max_autotune": build.mode == "max-autotune"}
+    return torch.compile(module, dynamic=None if build.dynamic_batch else False, options=options)
 
 
 def mark_batch_dynamic(torch: Any, tensors: list[Any], rows: int, options: BuildOptions) -> None:

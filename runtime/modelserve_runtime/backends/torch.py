@@ -43,6 +43,18 @@ def default_instances(on_gpu: bool, serves_http: bool) -> int:
     return 2 if serves_http else 3
 
 
+def _cache_counters(torch: Any) -> dict[str, int]:
+    """Compile-cache hits and misses so far, to tell a real load from a rebuild."""
+    from torch._dynamo.utils import counters
+
+    return {
+        f"{group}.{name}": n
+        for group in ("inductor", "aot_autograd")
+        for name, n in counters[group].items()
+        if "cache" in name or "autograd_cache" in name
+    }
+
+
 @dataclass
 class _Graph:
     graph: Any
@@ -61,10 +73,19 @@ class _Slot:
 class TorchBackend(Backend):
     platform = "pytorch_libtorch"
 
+    def _mark(self, phase: str) -> None:
+        """Seconds since the previous mark, by phase: where a start's time goes."""
+        now = time.monotonic()
+        self.phases[phase] = round(now - self._since, 2)
+        self._since = now
+
     def load(self) -> None:
+        self.phases: dict[str, float] = {}
+        self._since = time.monotonic()
         import torch
 
         self.torch = torch
+        self._mark("import torch")
         s = self.settings
         if s.model_format != "torchscript":
             raise ValueError(f"backend torch serves format torchscript, not {s.model_format!r}")
@@ -98,11 +119,15 @@ class TorchBackend(Backend):
 
         # Chunks are read-only views of request bodies; torch only reads them.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        if use_cuda:
+            torch.cuda.init()
+            self._mark("CUDA init")
         if s.model_path.endswith(".pt2"):
             module = torch.export.load(s.model_path).module()
         else:
             module = torch.jit.load(s.model_path, map_location=self.device)
             module.eval()
+        self._mark("read model")
         if self.compute_dtype is not None:
             module = module.to(self.compute_dtype)
         module = module.to(self.device)
@@ -117,6 +142,7 @@ class TorchBackend(Backend):
             except Exception as exc:  # some TorchScript modules refuse; NCHW still runs
                 log.warning("channels_last not applied: %s", exc)
         self.module = module
+        self._mark("to device")
 
         # Discover outputs with one single-row run; names come from --outputs or outputN.
         from . import example_tensor
@@ -132,11 +158,14 @@ class TorchBackend(Backend):
         ]
         self.buckets = batch_buckets(s.max_batch_size) if self.batchable else []
         self.use_graphs = use_cuda and self.batchable
+        self._mark("outputs")
         self._plan_engine(use_cuda)
+        self._mark("engine plan")
         self.instances = s.instances or default_instances(use_cuda, s.serves_http)
         self._slots: queue.Queue[_Slot] = queue.Queue()
         for _ in range(self.instances):
             self._slots.put(self._make_slot())
+        self._mark("pinned buffers")
 
     # --- dtype helpers -------------------------------------------------------------
     def _out_datatype(self, t: Any) -> str:
@@ -187,7 +216,10 @@ class TorchBackend(Backend):
             torch, self._plan.path or ""
         ):
             self._plan = compiled.Plan("build", "cached engine unusable", self._plan.path)
-        self.run = compiled.compile_module(torch, self.module, self._options)
+        try:
+            self.run = compiled.compile_module(torch, self.module, self._options)
+        except Exception as exc:
+            self._fall_back_to_eager(exc)
 
     def _fall_back_to_eager(self, exc: BaseException) -> None:
         log.warning("compiled engine failed (%s: %s); serving eagerly", type(exc).__name__, exc)
@@ -233,6 +265,11 @@ class TorchBackend(Backend):
                 self._warm_all()
             seconds = clock()
         self.engine_info.update(action=self._plan.action, why=plan.why, warmup_s=seconds)
+        self.engine_info["phases"] = self.phases
+        log.info("torch engine phases (s): %s", self.phases)
+        if self._plan.action != "eager":
+            self.engine_info["compile_counters"] = _cache_counters(self.torch)
+            log.info("torch compile caches: %s", self.engine_info["compile_counters"])
         if self._plan.action == "build" and plan.path:
             saved_at = time.monotonic()
             self.engine_info["saved"] = compiled.save_artifacts(self.torch, plan.path)
@@ -251,18 +288,23 @@ class TorchBackend(Backend):
             super().warmup()
             return
         torch = self.torch
+        self._since = time.monotonic()
         slots = [self._slots.get() for _ in range(self.instances)]
         try:
-            for slot in slots:
+            for i, slot in enumerate(slots):
                 pool = torch.cuda.graph_pool_handle()
                 # Largest first, so smaller graphs reuse the same memory pool (and the
                 # compiled engine's first, shared graph is traced at a batch > 1).
                 for bucket in sorted(self.buckets, reverse=True):
                     slot.graphs[bucket] = self._capture(slot, bucket, pool)
+                    if i == 0 and bucket == max(self.buckets):
+                        self._mark(f"first call, batch {bucket}")
+                self._mark(f"graphs, instance {i + 1}")
         finally:
             for slot in slots:
                 self._slots.put(slot)
         super().warmup()  # replays every bucket once, end to end
+        self._mark("end-to-end warm-up")
 
     def _capture(self, slot: _Slot, bucket: int, pool: Any) -> _Graph:
         torch = self.torch
