@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import stat
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -130,11 +130,18 @@ def test_nothing_to_save_or_a_read_only_volume_still_serves(tmp_path: Path) -> N
     assert compiled.save_artifacts(torch, str(ro / "b")) is False
 
 
-def test_progress_says_what_it_is_doing(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="modelserve.backend")
+def test_progress_says_what_it_is_doing(monkeypatch: pytest.MonkeyPatch) -> None:
+    said = threading.Event()
+    lines: list[str] = []
+
+    def info(fmt: str, *args: object) -> None:
+        lines.append(fmt % args)
+        said.set()
+
+    monkeypatch.setattr(compiled.log, "info", info)
     with compiled.progress("building engine", every_s=0.01) as clock:
-        while not any("building engine, " in r.message for r in caplog.records):
-            pass
+        assert said.wait(30), "no progress line"
+    assert lines[0].startswith("building engine, ") and lines[0].endswith(" s")
     assert clock() > 0
 
 
