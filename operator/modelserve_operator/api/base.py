@@ -48,7 +48,8 @@ FREE_FORM = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
 class Condition(ApiModel):
     """A standard Kubernetes condition (metav1.Condition shape)."""
 
-    type: str = Field(description="Condition type: Ready, Progressing or Degraded.")
+    type: str = Field(description="Condition type: Ready, Progressing, Degraded, or "
+                      "kstatus's Reconciling and Stalled.")
     status: str = Field(description='"True", "False" or "Unknown".')
     reason: str | None = Field(None, description="CamelCase reason a program can match.")
     message: str | None = Field(None, description="What happened and what to do, for humans.")

@@ -356,8 +356,10 @@ class ModelDeploymentStatus(ApiModel):
     """What is serving, how ready it is, and how the rollout is going."""
 
     observed_generation: int | None = Field(None, description="Generation last reconciled.")
-    conditions: list[Condition] | None = Field(None, description="Ready, Progressing, Degraded.")
-    phase: str | None = Field(None, description="Ready, Progressing or Degraded.")
+    conditions: list[Condition] | None = Field(
+        None, description="Ready, Progressing, Degraded (Argo CD, kubectl wait); Reconciling "
+        "and Stalled (kstatus: Flux, kpt).")
+    phase: str | None = Field(None, description="Ready, Progressing, Paused or Degraded.")
     replicas: int | None = Field(None, description="Pods of the serving revision.")
     ready_replicas: int | None = Field(None, description="Ready pods.")
     desired_replicas: int | None = Field(None, description="Wanted pods.")

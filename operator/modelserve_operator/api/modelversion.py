@@ -201,7 +201,8 @@ class ModelVersionStatus(ApiModel):
 
     observed_generation: int | None = Field(None, description="Generation last checked.")
     conditions: list[Condition] | None = Field(
-        None, description="Ready is True when the version is usable by a ModelDeployment."
+        None, description="Ready is True when the version is usable by a ModelDeployment; "
+        "Stalled is True when it never can be (kstatus reads it as Failed)."
     )
     phase: str | None = Field(None, description="Valid or Invalid, for printer columns.")
     used_by: list[str] | None = Field(

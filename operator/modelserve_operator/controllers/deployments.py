@@ -105,23 +105,15 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
         spec = ModelDeploymentSpec.model_validate(md["spec"])
     except ValidationError as error:
         problem = Problem("InvalidSpec", pydantic_message(error, "spec"))
-        await _report(ctx, md, Observed(generation, status, utcnow(), 0, input_problem=problem,
-                                        revision=status.get("revision"),
-                                        model_version=status.get("modelVersion"),
-                                        history=past))
+        await _report(ctx, md, _unchanged(ctx, md, seen, status.get("desiredReplicas") or 0,
+                                          problem))
         return None
 
     mv_name, version, problem = await target_version(
         ctx, md, meta, spec, list(seen.deployments.values()), past)
     if problem is not None or version is None or mv_name is None:
         # Leave every running revision exactly as it is: bad input never stops serving.
-        await _report(ctx, md, Observed(
-            generation, status, utcnow(), spec.replicas,
-            older_serving=sum(seen.ready(r) for r in seen.deployments),
-            input_problem=problem, revision=status.get("revision"),
-            model_version=status.get("modelVersion"), history=past,
-            deployment=seen.deployments.get(status.get("revision") or -1),
-            endpoint=endpoint_url(name, namespace, ctx.settings), selector=_selector(name)))
+        await _report(ctx, md, _unchanged(ctx, md, seen, spec.replicas, problem))
         return None
 
     owned_mvs = ctx.store.owned("ModelVersion", namespace, name)
@@ -189,6 +181,21 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     if not done and not exceeded and started is not None:
         return max(1.0, started + spec.rollout.progress_deadline_seconds - now + 1)
     return None
+
+
+def _unchanged(ctx: Context, md: dict[str, Any], seen: Observation, desired: int,
+               problem: Problem | None) -> Observed:
+    """What to report while bad input leaves every running revision as it is: the serving
+    revision's pods (Ready says what serves) and the problem (Degraded says why)."""
+    meta, status = md["metadata"], md.get("status", {})
+    revision = status.get("revision")
+    return Observed(
+        meta.get("generation", 1), status, utcnow(), desired,
+        older_serving=sum(seen.ready(r) for r in seen.deployments if r != revision),
+        input_problem=problem, revision=revision, model_version=status.get("modelVersion"),
+        history=status.get("history") or [], deployment=seen.deployments.get(revision or -1),
+        endpoint=endpoint_url(meta["name"], meta["namespace"], ctx.settings),
+        selector=_selector(meta["name"]))
 
 
 def _kept_analysis(status: dict[str, Any], p: Plan) -> dict[str, Any] | None:

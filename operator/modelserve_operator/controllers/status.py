@@ -69,7 +69,9 @@ def compute(o: Observed) -> dict[str, Any]:
         progressing = (True, "RollingOut",
                        f"revision {o.revision} ({o.model_version}): {ready_pods}/"
                        f"{o.desired_replicas} pods ready")
-    if done and not o.input_problem and not (ready_pods == 0 and o.desired_replicas):
+    # Ready says what serves, whatever else is wrong: a revision whose ModelVersion was
+    # deleted keeps serving, and Degraded says why nothing can change.
+    if done and not (ready_pods == 0 and o.desired_replicas):
         ready = (True, "Serving" if o.desired_replicas else "ScaledToZero",
                  f"{ready_pods}/{o.desired_replicas} pods of revision {o.revision} ready")
     elif serving and o.desired_replicas:
@@ -83,11 +85,6 @@ def compute(o: Observed) -> dict[str, Any]:
     degraded = (True, problem.reason, problem.message) if problem else (
         False, "AsExpected", "no problems found")
 
-    conditions = [
-        set_condition(previous, "Ready", *ready, o.generation, o.now),
-        set_condition(previous, "Progressing", *progressing, o.generation, o.now),
-        set_condition(previous, "Degraded", *degraded, o.generation, o.now),
-    ]
     if degraded[0]:
         phase = "Degraded"
     elif progressing[0] and progressing[1] in ("Paused", "Pausing"):
@@ -96,6 +93,15 @@ def compute(o: Observed) -> dict[str, Any]:
         phase = "Ready"
     else:
         phase = "Progressing"
+    reconciling, stalled = kstatus_conditions(phase, ready, progressing, degraded)
+
+    conditions = [
+        set_condition(previous, "Ready", *ready, o.generation, o.now),
+        set_condition(previous, "Progressing", *progressing, o.generation, o.now),
+        set_condition(previous, "Degraded", *degraded, o.generation, o.now),
+        set_condition(previous, "Reconciling", *reconciling, o.generation, o.now),
+        set_condition(previous, "Stalled", *stalled, o.generation, o.now),
+    ]
 
     status: dict[str, Any] = {
         "observedGeneration": o.generation,
@@ -115,6 +121,30 @@ def compute(o: Observed) -> dict[str, Any]:
         if key not in status and key in o.previous:
             status[key] = o.previous[key]
     return status
+
+
+Verdict = tuple[bool, str, str]  # (status, reason, message) of one condition
+
+
+def kstatus_conditions(phase: str, ready: Verdict, progressing: Verdict,
+                       degraded: Verdict) -> tuple[Verdict, Verdict]:
+    """(Reconciling, Stalled): the "abnormal-true" conditions kstatus reads.
+
+    Flux, kpt and other tools judge a custom resource with kstatus, which ignores
+    Progressing and Degraded: Reconciling=True reads InProgress, Stalled=True reads Failed,
+    neither reads Current. So a rollout that moves, pauses or analyses reconciles; a
+    Degraded object stalls, because every Degraded reason needs a person to act (fix the
+    spec, free GPUs, change a version that was rolled back) before it can progress.
+    """
+    if phase == "Degraded":
+        return (False, "Stalled", "no progress is possible until the problem is fixed"), (
+            True, degraded[1], degraded[2])
+    not_stalled = (False, "AsExpected", "no problems found")
+    if phase in ("Progressing", "Paused"):
+        reason, message = (progressing[1], progressing[2]) if progressing[0] else (
+            ready[1], ready[2])
+        return (True, reason, message), not_stalled
+    return (False, "Reconciled", "the desired state is reached"), not_stalled
 
 
 def changed(old: dict[str, Any], new: dict[str, Any]) -> bool:

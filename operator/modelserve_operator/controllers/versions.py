@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import ValidationError
 
 from modelserve_operator import API_VERSION
@@ -12,23 +14,35 @@ from modelserve_operator.controllers.status import changed
 from modelserve_operator.render import validate
 
 
+def problems_of(spec: dict[str, Any]) -> list[str]:
+    """What makes this ModelVersion unservable, each naming the field; [] when none."""
+    try:
+        return validate(ModelVersionSpec.model_validate(spec))
+    except ValidationError as error:
+        return [f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()]
+
+
+def compute_status(problems: list[str], previous: dict[str, Any], generation: int,
+                   now: str) -> dict[str, Any]:
+    """The status to store for a version with these problems."""
+    old = previous.get("conditions")
+    reason = "Invalid" if problems else "Valid"
+    message = "; ".join(problems) if problems else "the version can be served"
+    # Stalled is what kstatus (Flux, kpt) reads as Failed: a ModelVersion's spec is
+    # immutable, so an invalid one never becomes valid; the user must create a new one.
+    return {"observedGeneration": generation, "phase": reason, "conditions": [
+        set_condition(old, "Ready", not problems, reason, message, generation, now),
+        set_condition(old, "Stalled", bool(problems), reason, message, generation, now),
+    ]}
+
+
 async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     mv = ctx.store.get("ModelVersion", namespace, name)
     if mv is None or mv["metadata"].get("deletionTimestamp"):
         return None
-    try:
-        problems = validate(ModelVersionSpec.model_validate(mv["spec"]))
-    except ValidationError as error:
-        problems = [f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()]
     previous = mv.get("status", {})
-    generation = mv["metadata"].get("generation", 1)
-    condition = set_condition(
-        previous.get("conditions"), "Ready", not problems,
-        "Invalid" if problems else "Valid",
-        "; ".join(problems) if problems else "the version can be served",
-        generation, utcnow())
-    status = {"observedGeneration": generation, "phase": "Invalid" if problems else "Valid",
-              "conditions": [condition]}
+    status = compute_status(problems_of(mv["spec"]), previous,
+                            mv["metadata"].get("generation", 1), utcnow())
     if changed(previous, status):
         await ctx.kube.patch_status(API_VERSION, "ModelVersion", namespace, name, status)
         mv["status"] = {**previous, **status}
