@@ -80,13 +80,15 @@ def _own_namespace() -> str | None:
 def _rollout(args: argparse.Namespace) -> int:
     from modelserve_operator import commands
 
+    commands.use_context(args.context)
     try:
         if args.command == "promote":
             out = commands.promote(args.name, args.namespace, full=args.full)
         elif args.command == "abort":
             out = commands.abort(args.name, args.namespace)
         elif args.command == "rollback":
-            out = commands.rollback(args.name, args.namespace, args.to_revision, args.wait)
+            out = commands.rollback(args.name, args.namespace, args.to_revision, args.wait,
+                                    timeout=args.timeout, canary=args.canary)
         elif args.command == "history":
             out = commands.history_table(args.name, args.namespace)
         else:
@@ -166,7 +168,10 @@ def parser() -> argparse.ArgumentParser:
     def rollout_command(name: str, help_text: str) -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text)
         command.add_argument("name", help="ModelDeployment name")
-        command.add_argument("--namespace", "-n", default=None)
+        command.add_argument("--namespace", "-n", default=None,
+                             help="default: the kubeconfig context's namespace")
+        command.add_argument("--context", default=None,
+                             help="kubeconfig context (default: the current one)")
         command.set_defaults(handler=_rollout)
         return command
 
@@ -176,7 +181,14 @@ def parser() -> argparse.ArgumentParser:
     rollback = rollout_command("rollback", "serve a retained revision again")
     rollback.add_argument("--to-revision", type=int, default=None,
                           help="revision to serve (default: the previous one)")
-    rollback.add_argument("--wait", action="store_true", help="wait until it is Ready")
+    rollback.add_argument("--canary", action="store_true",
+                          help="go through the canary steps (default: serve the retained "
+                               "revision straight away, as an emergency rollback should)")
+    rollback.add_argument("--wait", action="store_true",
+                          help="wait for what the rollback does: 100%% on the revision and "
+                               "Ready (with --canary: or its first pause)")
+    rollback.add_argument("--timeout", type=float, default=300,
+                          help="seconds --wait waits (default 300)")
     rollout_command("history", "list retained revisions")
     rollout_command("status", "revisions, weights, analysis and recent events")
 

@@ -1,22 +1,29 @@
 """`modelserve promote|abort|rollback|history|status`: rollout control from a terminal.
 
-These talk to the API server through kubectl (the user's kubeconfig, context and auth
-plugins just work, and `kubectl modelserve …` is the same program). `promote` and
-`abort` write only to the status subresource, as Argo Rollouts' plugin does, so a GitOps
-tool sees no drift; `rollback` is the user's own spec edit, made easy.
+These talk to the API server through the official `kubernetes` client: the user's
+kubeconfig (KUBECONFIG, contexts, exec credential plugins) or, in a pod, the service
+account, as kubectl would, and `kubectl modelserve …` is the same program. `promote`
+and `abort` write only to the status subresource, as Argo Rollouts' plugin does, so a
+GitOps tool sees no drift; `rollback` is the user's own spec edit, made easy.
 """
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import json
 import os
 import shutil
-import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any
 
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from modelserve_operator import GROUP, ROLLBACK_STEPS_ANNOTATION, VERSION
 from modelserve_operator.render.labels import DEPLOYMENT
 from modelserve_operator.render.names import label_value
 from modelserve_operator.render.pod import FETCH_CONTAINER
@@ -25,33 +32,121 @@ from modelserve_operator.render.pod import FETCH_CONTAINER
 FETCH_PROGRESS_PREFIX = "fetch: progress "
 
 ARGO_MARKERS = ("argocd.argoproj.io/tracking-id", "argocd.argoproj.io/instance")
+SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 class CommandError(Exception):
     """A message for the user; the command exits 1."""
 
 
-def _kubectl() -> str:
-    return os.environ.get("KUBECTL") or shutil.which("kubectl") or "kubectl"
+@dataclass
+class Cluster:
+    """An API client and the namespace the user's context defaults to."""
+
+    api: kubernetes.client.ApiClient
+    namespace: str
+
+    @property
+    def custom(self) -> kubernetes.client.CustomObjectsApi:
+        return kubernetes.client.CustomObjectsApi(self.api)
+
+    @property
+    def core(self) -> kubernetes.client.CoreV1Api:
+        return kubernetes.client.CoreV1Api(self.api)
 
 
-def kubectl(*args: str, namespace: str | None = None, stdin: str | None = None) -> str:
-    cmd = [_kubectl(), *args] + (["-n", namespace] if namespace else [])
-    result = subprocess.run(cmd, input=stdin, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise CommandError(result.stderr.strip() or f"kubectl {' '.join(args)} failed")
-    return result.stdout
+_CLUSTER: Cluster | None = None
+_CONTEXT: str | None = None
+
+
+def use_context(context: str | None) -> None:
+    """The kubeconfig context for the commands that follow (None: the current one)."""
+    global _CLUSTER, _CONTEXT
+    _CONTEXT, _CLUSTER = context, None
+
+
+def _memory_dir() -> str:
+    """Where the client's loader may write inline certificate data: in memory (tmpfs),
+    private, removed when the command exits."""
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    path = tempfile.mkdtemp(prefix="modelserve-cli-", dir=base)
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+def cluster() -> Cluster:
+    global _CLUSTER
+    if _CLUSTER is not None:
+        return _CLUSTER
+    config = kubernetes.client.Configuration()
+    token = os.path.join(SERVICE_ACCOUNT, "token")
+    try:
+        if os.path.exists(token) and not os.environ.get("KUBECONFIG") and not _CONTEXT:
+            kubernetes.config.load_incluster_config(client_configuration=config)
+            with open(os.path.join(SERVICE_ACCOUNT, "namespace")) as handle:
+                namespace = handle.read().strip()
+        else:
+            kubernetes.config.load_kube_config(
+                context=_CONTEXT, client_configuration=config, persist_config=False,
+                temp_file_path=_memory_dir())
+            contexts, current = kubernetes.config.list_kube_config_contexts()
+            chosen = next((c for c in contexts if c["name"] == _CONTEXT), current)
+            namespace = (chosen or {}).get("context", {}).get("namespace") or "default"
+    except (kubernetes.config.ConfigException, OSError) as error:
+        raise CommandError(f"no cluster to talk to: {error}. Set KUBECONFIG or "
+                           f"--context, as for kubectl.") from None
+    _CLUSTER = Cluster(kubernetes.client.ApiClient(config), namespace)
+    return _CLUSTER
+
+
+def _message(error: ApiException) -> str:
+    try:
+        return json.loads(error.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return f"HTTP {error.status} {error.reason}"
+
+
+def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except ApiException as error:
+        raise CommandError(f"{what}: {_message(error)}") from None
+    except OSError as error:  # connection refused, DNS, TLS
+        raise CommandError(f"{what}: cannot reach the API server ({error})") from None
+
+
+def _ns(namespace: str | None) -> str:
+    return namespace or cluster().namespace
 
 
 def get_md(name: str, namespace: str | None) -> dict[str, Any]:
-    return json.loads(kubectl("get", "modeldeployment", name, "-o", "json",
-                              namespace=namespace))
+    return _call(f"ModelDeployment {name}", cluster().custom.get_namespaced_custom_object,
+                 GROUP, VERSION, _ns(namespace), "modeldeployments", name)
+
+
+def get_mv(name: str, namespace: str | None) -> dict[str, Any]:
+    return _call(f"ModelVersion {name}", cluster().custom.get_namespaced_custom_object,
+                 GROUP, VERSION, _ns(namespace), "modelversions", name)
+
+
+def patch_md(name: str, namespace: str | None, patch: dict[str, Any],
+             status: bool = False) -> dict[str, Any]:
+    custom = cluster().custom
+    fn = (custom.patch_namespaced_custom_object_status if status
+          else custom.patch_namespaced_custom_object)
+    return _call(f"ModelDeployment {name}", fn, GROUP, VERSION, _ns(namespace),
+                 "modeldeployments", name, patch, _content_type="application/merge-patch+json")
+
+
+def md_events(name: str, namespace: str) -> list[dict[str, Any]]:
+    found = _call("Events", cluster().core.list_namespaced_event, namespace,
+                  field_selector=f"involvedObject.kind=ModelDeployment,"
+                                 f"involvedObject.name={name}")
+    return cluster().api.sanitize_for_serialization(found).get("items") or []
 
 
 def _control(name: str, namespace: str | None, **request: bool) -> None:
-    patch = json.dumps({"status": {"control": request}})
-    kubectl("patch", "modeldeployment", name, "--subresource=status", "--type=merge",
-            "-p", patch, namespace=namespace)
+    patch_md(name, namespace, {"status": {"control": request}}, status=True)
 
 
 def promote(name: str, namespace: str | None, full: bool = False) -> str:
@@ -81,8 +176,15 @@ def _argo_managed(md: dict[str, Any]) -> bool:
 
 
 def rollback(name: str, namespace: str | None, to_revision: int | None = None,
-             wait: bool = False, timeout: float = 120) -> str:
+             wait: bool = False, timeout: float = 300, canary: bool = False) -> str:
+    """Point the spec back at a retained revision.
+
+    By default the operator serves it straight away, skipping the canary steps (it
+    served before; during an incident it must serve now). `canary` opts into the steps:
+    the annotation names the revision that should go through them.
+    """
     md = get_md(name, namespace)
+    namespace = md["metadata"]["namespace"]
     status = md.get("status", {})
     history = status.get("history") or []
     current = status.get("revision")
@@ -101,38 +203,63 @@ def rollback(name: str, namespace: str | None, to_revision: int | None = None,
         return f"{name} already serves revision {current}"
     version_name = entry["modelVersion"]
     try:
-        version = json.loads(kubectl("get", "modelversion", version_name, "-o", "json",
-                                     namespace=namespace))
+        version = get_mv(version_name, namespace)
     except CommandError as error:
         raise CommandError(f"ModelVersion {version_name} of revision {to_revision} is gone "
                            f"({error}); retained revisions: {retained}") from None
-    if "template" in md["spec"]:
-        patch = {"spec": {"template": version["spec"]}}
-    else:
-        patch = {"spec": {"modelVersion": version_name}}
+    patch: dict[str, Any] = ({"spec": {"template": version["spec"]}} if "template" in md["spec"]
+                             else {"spec": {"modelVersion": version_name}})
+    # Always written, so a `--canary` left from an earlier rollback cannot linger.
+    patch["metadata"] = {"annotations": {ROLLBACK_STEPS_ANNOTATION: str(to_revision)
+                                         if canary else None}}
     if _argo_managed(md):
         print(f"warning: Argo CD manages {name}: its next sync reverts this edit; make the "
               f"rollback in git (point spec at {version_name}).", file=sys.stderr)
     started = time.monotonic()
-    kubectl("patch", "modeldeployment", name, "--type=merge", "-p", json.dumps(patch),
-            namespace=namespace)
-    message = f"rolled {name} back to revision {to_revision} ({version_name})"
-    if wait:
-        deadline = started + timeout
-        while time.monotonic() < deadline:
-            st = get_md(name, namespace).get("status", {})
-            if st.get("revision") == to_revision and st.get("phase") == "Ready":
-                return f"{message}; Ready after {time.monotonic() - started:.2f}s"
-            time.sleep(0.1)
-        raise CommandError(f"{message}, but it was not Ready within {timeout:g}s")
-    return message
+    patch_md(name, namespace, patch)
+    how = "through the canary steps" if canary else "directly, skipping the canary steps"
+    message = f"rolling {name} back to revision {to_revision} ({version_name}) {how}"
+    if not wait:
+        return message
+    outcome = _wait_for_rollback(name, namespace, to_revision, canary, started, timeout)
+    return f"{message}\n{outcome}"
+
+
+def _wait_for_rollback(name: str, namespace: str, revision: int, canary: bool,
+                       started: float, timeout: float) -> str:
+    """Wait for what the rollback does: revision serving at 100 % and Ready; with
+    `canary`, the same, or the first pause of its steps (which waits for a person)."""
+    deadline = started + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        st = get_md(name, namespace).get("status", {})
+        elapsed = time.monotonic() - started
+        if st.get("revision") == revision and st.get("phase") == "Ready":
+            return (f"revision {revision} serves 100% of the traffic, Ready after "
+                    f"{elapsed:.1f}s")
+        if st.get("phase") == "Degraded":
+            degraded = next((c for c in st.get("conditions") or ()
+                             if c.get("type") == "Degraded"), {})
+            raise CommandError(f"rollback to revision {revision} is Degraded after "
+                               f"{elapsed:.1f}s: {degraded.get('reason')}: "
+                               f"{degraded.get('message')}")
+        if canary and st.get("canaryRevision") == revision and st.get("phase") == "Paused":
+            return (f"canary revision {revision} paused at {st.get('canaryWeight', 0)}% after "
+                    f"{elapsed:.1f}s; `modelserve promote {name}` continues the steps")
+        progressing = next((c for c in st.get("conditions") or ()
+                            if c.get("type") == "Progressing"), {})
+        last = f"{st.get('phase')}: {progressing.get('message', '')}"
+        time.sleep(0.2)
+    raise CommandError(f"rollback to revision {revision} not done within {timeout:g}s "
+                       f"(last seen: {last}); `modelserve status {name}` shows why")
 
 
 def _ago(timestamp: str | None) -> str:
     if not timestamp:
         return "-"
-    then = datetime.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(
-        tzinfo=datetime.UTC)
+    then = datetime.datetime.fromisoformat(timestamp)  # "…Z" or "…+00:00" (the client's)
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=datetime.UTC)
     seconds = int((datetime.datetime.now(datetime.UTC) - then).total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
@@ -188,10 +315,7 @@ def status_screen(name: str, namespace: str | None) -> str:
         lines += ["  " + line for line in downloads]
     lines.append("History:")
     lines += ["  " + line for line in history_table(name, namespace).splitlines()]
-    events = json.loads(kubectl(
-        "get", "events", "--field-selector",
-        f"involvedObject.kind=ModelDeployment,involvedObject.name={name}", "-o", "json",
-        namespace=md["metadata"]["namespace"]))["items"]
+    events = md_events(name, md["metadata"]["namespace"])
     events.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
     lines.append("Events:")
     for event in events[-8:]:
@@ -225,12 +349,15 @@ def model_downloads(name: str, namespace: str) -> list[str]:
     Read from the fetch container's log, which the user's kubeconfig may read; the
     operator itself needs no access to logs for this.
     """
-    pods = json.loads(kubectl("get", "pods", "-l", f"{DEPLOYMENT}={label_value(name)}",
-                              "-o", "json", namespace=namespace))["items"]
+    core = cluster().core
+    found = _call("Pods", core.list_namespaced_pod, namespace,
+                  label_selector=f"{DEPLOYMENT}={label_value(name)}")
+    pods = cluster().api.sanitize_for_serialization(found).get("items") or []
     out = []
     for pod in fetching_pods(pods):
         try:
-            log = kubectl("logs", pod, "-c", FETCH_CONTAINER, "--tail=20", namespace=namespace)
+            log = _call(f"pod {pod} log", core.read_namespaced_pod_log, pod, namespace,
+                        container=FETCH_CONTAINER, tail_lines=20)
         except CommandError as e:
             out.append(f"{pod}  (log not readable: {e})")
             continue

@@ -23,13 +23,25 @@ def test_operator_run_needs_no_passwd_entry_for_its_uid(monkeypatch):
     assert seen["identity"].startswith("modelserve-abc")
 
 
-def test_in_cluster_login_uses_the_service_address_not_cluster_dns():
-    from modelserve_operator.controllers.runtime import in_cluster_address
+def test_in_cluster_login_uses_the_service_address_not_cluster_dns(tmp_path, monkeypatch):
+    """The API server at the `kubernetes` Service's address from the kubelet's environment,
+    as client-go does (kubernetes.default.svc would need cluster DNS)."""
+    import asyncio
 
-    info = kopf.ConnectionInfo(server="https://kubernetes.default.svc", token="t")
-    env = {"KUBERNETES_SERVICE_HOST": "198.19.0.1", "KUBERNETES_SERVICE_PORT": "443"}
-    assert in_cluster_address(info, env).server == "https://198.19.0.1:443"
-    assert in_cluster_address(info, {**env, "KUBERNETES_SERVICE_HOST": "fd00::1"}).server \
-        == "https://[fd00::1]:443"
-    assert in_cluster_address(info, {}).server == "https://kubernetes.default.svc"
-    assert in_cluster_address(info, env).token == "t"
+    from modelserve_operator.controllers import kube
+
+    (tmp_path / "token").write_text("t")
+    (tmp_path / "ca.crt").write_text("")  # not read until a connection is made
+    monkeypatch.setattr(kube, "SERVICE_ACCOUNT", str(tmp_path))
+    monkeypatch.setattr(kube, "_ssl_context", lambda config: None)
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+
+    async def host(address: str) -> str:
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", address)
+        client = await kube.Kube.connect()
+        await client.close()
+        return client.config.host
+
+    assert asyncio.run(host("198.19.0.1")) == "https://198.19.0.1:443"
+    assert asyncio.run(host("fd00::1")) == "https://[fd00::1]:443"

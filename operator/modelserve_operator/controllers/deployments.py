@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from modelserve_operator import API_VERSION
+from modelserve_operator import API_VERSION, ROLLBACK_STEPS_ANNOTATION
 from modelserve_operator.api import ModelDeploymentSpec, ModelVersionSpec
 from modelserve_operator.controllers import autoscaling, history, metrics, rollout_analysis
 from modelserve_operator.controllers.conditions import Problem, pod_problem
@@ -130,7 +130,8 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
         version_of={r: d["metadata"].get("annotations", {}).get(MODEL_VERSION_ANNOTATION, "")
                     for r, d in seen.deployments.items()},
         now=now, analysis=verdict.passed if verdict else None,
-        analysis_message=verdict.message if verdict else ""))
+        analysis_message=verdict.message if verdict else "",
+        steps_requested_for=_steps_requested_for(md)))
 
     # The autoscaler first: re-pointing it hands the stable's replicas over before the
     # Deployment is applied without them.
@@ -144,8 +145,10 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
 
     for reason, message, warning in decided.events:
         await ctx.event(md, reason, message, warning)
+    # A revision stops serving when it stops taking traffic: a previous stable kept
+    # scaled up for a fast rollback is superseded already.
     retired = [r for r in (int(e["revision"]) for e in past if not e.get("stoppedAt"))
-               if r not in (decided.stable, decided.canary, decided.previous)]
+               if r not in (decided.stable, decided.canary)]
     done = (decided.canary is None and stable_dep is not None
             and seen.ready(decided.stable) >= decided.stable_replicas)
     pods = seen.pods.get(decided.canary or decided.stable, [])
@@ -181,6 +184,11 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     if not done and not exceeded and started is not None:
         return max(1.0, started + spec.rollout.progress_deadline_seconds - now + 1)
     return None
+
+
+def _steps_requested_for(md: dict[str, Any]) -> int | None:
+    value = md["metadata"].get("annotations", {}).get(ROLLBACK_STEPS_ANNOTATION, "")
+    return int(value) if value.isdigit() else None
 
 
 def _unchanged(ctx: Context, md: dict[str, Any], seen: Observation, desired: int,

@@ -26,7 +26,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 @kopf.on.login()
-async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+async def login(**kwargs: Any) -> kopf.AiohttpSession:
     return await runtime.login(**kwargs)
 
 

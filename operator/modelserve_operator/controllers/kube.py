@@ -1,25 +1,45 @@
-"""A small async Kubernetes client: server-side apply, status patches, Events.
+"""The operator's writes (and the occasional read) through kubernetes_asyncio.
 
-Kopf watches; this client writes. It reuses the credentials Kopf logged in with, so the
-operator authenticates once, the same way, in a cluster or from a kubeconfig.
+Kopf watches; this facade writes: server-side apply, status merge-patches, deletes,
+creates, and the Lease's compare-and-swap. The maintained client does what a
+hand-written one got wrong: kubeconfig contexts, exec credential plugins, in-cluster
+service-account tokens re-read as the kubelet rotates them, TLS set up from the
+kubeconfig. The facade keeps the operator's own needs: one small API for reconcilers
+and fakes, the write counter (`modelserve_operator_api_writes_total`), and raw dicts in
+and out (no model classes: the store keeps slim dicts, and a thousand objects
+round-tripped through generated models cost memory and time for nothing).
+
+Key material stays off disk: in a cluster the client reads the token and CA files
+Kubernetes mounts; from a kubeconfig with inline certificate data the client's loader
+needs files, so they go to a private directory in memory (/dev/shm) that is removed as
+soon as the TLS context holds them.
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
+import contextlib
 import json
+import os
+import shutil
 import ssl
 import tempfile
+from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import aiohttp
 import kopf
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import config as k8s_config
 
 from modelserve_operator import FIELD_MANAGER
 from modelserve_operator.controllers import metrics
 
-# apiVersion -> (path prefix, plural) for the kinds the operator touches.
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+REQUEST_TIMEOUT = 30.0
+
+# kind -> plural, for the kinds the operator touches.
 _PLURALS = {
     "Deployment": "deployments",
     "Service": "services",
@@ -43,7 +63,7 @@ class ApiError(Exception):
         self.body = body
         try:
             self.reason = json.loads(body).get("message", body)
-        except ValueError:
+        except (ValueError, AttributeError):
             self.reason = body
         super().__init__(f"{what}: HTTP {status}: {self.reason}")
 
@@ -62,68 +82,119 @@ def object_path(api_version: str, kind: str, namespace: str | None, name: str | 
     return path
 
 
-def _write_temp(data: str | bytes) -> str:
-    raw = data if isinstance(data, bytes) else data.encode()
-    try:  # kubeconfig "-data" fields are base64; Kopf may have decoded them already
-        decoded = base64.b64decode(raw, validate=True)
-        if b"-----BEGIN" in decoded:
-            raw = decoded
-    except ValueError:
-        pass
-    with tempfile.NamedTemporaryFile(delete=False, suffix=".pem") as handle:
-        handle.write(raw)
-    return handle.name
+def in_cluster() -> bool:
+    """Running in a pod with a service account, and no kubeconfig asked for instead."""
+    return (os.path.exists(SERVICE_ACCOUNT_TOKEN) and not os.environ.get("KUBECONFIG")
+            and bool(os.environ.get("KUBERNETES_SERVICE_HOST")))
 
 
-def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
-    if info.insecure:
-        return False
-    context = ssl.create_default_context()
-    if info.ca_path:
-        context.load_verify_locations(cafile=info.ca_path)
-    elif info.ca_data:
-        context.load_verify_locations(cafile=_write_temp(info.ca_data))
-    cert = info.certificate_path or (info.certificate_data and _write_temp(info.certificate_data))
-    key = info.private_key_path or (info.private_key_data and _write_temp(info.private_key_data))
-    if cert and key:
-        context.load_cert_chain(cert, key)
+@contextlib.contextmanager
+def memory_dir() -> Iterator[str]:
+    """A private directory in memory (tmpfs) for the loader's certificate files, removed
+    on exit. Falls back to the default temp dir where /dev/shm does not exist."""
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    path = tempfile.mkdtemp(prefix="modelserve-kube-", dir=base)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _ssl_context(config: k8s.Configuration) -> ssl.SSLContext:
+    """The TLS context the client builds too, for Kopf's watches (while the files exist)."""
+    context = ssl.create_default_context(cafile=config.ssl_ca_cert)
+    if config.cert_file:
+        context.load_cert_chain(config.cert_file, keyfile=config.key_file)
+    if not config.verify_ssl:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
     return context
 
 
 class Kube:
-    """Writes (and the occasional read) against the API server."""
+    """Writes (and the occasional read) against the API server. Make one with connect()."""
 
-    def __init__(self, info: kopf.ConnectionInfo):
-        self.server = info.server.rstrip("/")
-        headers = {"User-Agent": "modelserve-operator"}
-        if info.token:
-            headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
-        auth = aiohttp.BasicAuth(info.username, info.password or "") if info.username else None
-        connector = aiohttp.TCPConnector(ssl=_ssl_context(info), limit=64)
-        self.session = aiohttp.ClientSession(
-            headers=headers, auth=auth, connector=connector,
-            timeout=aiohttp.ClientTimeout(total=30),
-        )
+    def __init__(self, api: k8s.ApiClient, tls: ssl.SSLContext | None = None):
+        self.api = api
+        self.config: k8s.Configuration = api.configuration
+        self._tls = tls
+
+    @classmethod
+    async def connect(cls, context: str | None = None) -> Kube:
+        config = k8s.Configuration()
+        if in_cluster():
+            # Re-reads the mounted token once it is a minute old: rotation just works.
+            k8s_config.load_incluster_config(client_configuration=config)
+            return cls(k8s.ApiClient(config), _ssl_context(config))
+        with memory_dir() as tmp:
+            loader = await k8s_config.load_kube_config(
+                client_configuration=config, context=context, persist_config=False,
+                temp_file_path=tmp)
+            api = k8s.ApiClient(config)  # builds its TLS context from the files now
+            tls = _ssl_context(config)
+        config.ssl_ca_cert = config.cert_file = config.key_file = None  # gone with tmp
+        if "exec" in (loader._user or {}):
+            config.refresh_api_key_hook = _exec_refresher(loader)
+        return cls(api, tls)
 
     async def close(self) -> None:
-        await self.session.close()
+        await self.api.close()
+
+    async def kopf_session(self) -> kopf.AiohttpSession:
+        """An HTTP session for Kopf's watches with this client's TLS context and current
+        credential. Kopf asks again (login) when the API server answers 401, and gets the
+        rotated token; it never sees a key file (its own login writes one for a moment)."""
+        headers = {"User-Agent": "modelserve-operator", **await self._auth_headers()}
+        auth = None
+        if self.config.username and "authorization" not in {k.lower() for k in headers}:
+            auth = aiohttp.BasicAuth(self.config.username, self.config.password or "")
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ssl=self._tls or False),
+            headers=headers, auth=auth)
+        return kopf.AiohttpSession(server=self.config.host, aiohttp_session=session)
+
+    async def _auth_headers(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        await self.api.update_params_for_auth(headers, [], ["BearerToken"])
+        return headers
 
     async def _request(self, method: str, path: str, *, verb: str, kind: str,
                        body: Any = None, content_type: str = "application/json",
                        params: dict[str, str] | None = None) -> dict[str, Any] | None:
-        url = self.server + path + (f"?{urlencode(params)}" if params else "")
-        data = json.dumps(body) if body is not None else None
         if method != "GET":
             metrics.API_WRITES.labels(verb=verb, kind=kind).inc()
-        async with self.session.request(
-            method, url, data=data, headers={"Content-Type": content_type}
-        ) as response:
-            text = await response.text()
-            if response.status == 404 and method in ("GET", "DELETE"):
-                return None
-            if response.status >= 400:
-                raise ApiError(response.status, text, f"{verb} {kind} {path}")
-            return json.loads(text) if text else None
+        headers = {"Content-Type": content_type, "Accept": "application/json",
+                   "User-Agent": "modelserve-operator", **await self._auth_headers()}
+        # ApiClient.request, not call_api: the body is a plain dict already, and call_api
+        # would walk every object to "sanitize" it on each write.
+        for attempt in range(2):
+            response = await self.api.request(
+                method, self.config.host + path, query_params=list((params or {}).items()),
+                headers=headers, body=body, _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT)
+            async with response:
+                text = await response.text()
+                status = response.status
+            if status != 401 or attempt or not await self.reauthenticate():
+                break
+            headers.update(await self._auth_headers())  # the credential was rotated: again
+        if status == 404 and method in ("GET", "DELETE"):
+            return None
+        if status >= 400:
+            raise ApiError(status, text, f"{verb} {kind} {path}")
+        return json.loads(text) if text else None
+
+    async def reauthenticate(self) -> bool:
+        """Fetch a fresh credential (exec plugin) after a 401; False if there is no way."""
+        hook = self.config.refresh_api_key_hook
+        if hook is None:
+            return False
+        # In a cluster the hook is the client's token-file reader (sync, re-reads a
+        # rotated token within a minute); from a kubeconfig, ours for exec plugins.
+        result = hook(self.config, True)
+        if asyncio.iscoroutine(result):
+            await result
+        return True
 
     async def get(self, api_version: str, kind: str, namespace: str | None,
                   name: str) -> dict[str, Any] | None:
@@ -175,3 +246,20 @@ class Kube:
         meta = obj["metadata"]
         path = object_path(obj["apiVersion"], obj["kind"], meta.get("namespace"))
         return await self._request("POST", path, verb="create", kind=obj["kind"], body=obj)
+
+
+def _exec_refresher(loader: Any) -> Any:
+    """A refresh hook for a kubeconfig's exec credential plugin: it runs the plugin again
+    once the credential it gave has expired. A plugin that states no expiry runs again
+    only when the API server answers 401 (Kube.reauthenticate)."""
+
+    async def refresh(config: k8s.Configuration, force: bool = False) -> None:
+        expiry = getattr(loader, "exec_plugin_expiry", None)
+        if force and expiry is not None:
+            del loader.exec_plugin_expiry
+        if force or expiry is not None:
+            await loader.load_from_exec_plugin()  # a no-op until the expiry passes
+            if loader.token:
+                config.api_key["BearerToken"] = loader.token
+
+    return refresh

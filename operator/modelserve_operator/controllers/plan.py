@@ -64,12 +64,31 @@ class Inputs:
     now: float
     analysis: bool | None = None
     analysis_message: str = ""
+    steps_requested_for: int | None = None  # rollback to this revision through the steps
 
 
 def _steps(spec: ModelDeploymentSpec) -> list[CanaryStep]:
     if spec.rollout.strategy == "Canary" and spec.rollout.canary is not None:
         return list(spec.rollout.canary.steps)
     return ROLLING_STEPS
+
+
+# A revision that once served in full (still, or until something newer replaced it).
+_SERVED = ("Serving", "Superseded")
+
+
+def is_rollback(i: Inputs, stable: int) -> bool:
+    """Whether reaching the target is a rollback that goes straight to it.
+
+    During an incident the old version must serve now, not after a canary's pauses: like
+    Argo Rollouts' rollbackWindow, a revision that served before (and is retained in
+    status.history) skips the canary steps. The explicit opt-in to the steps is the
+    annotation `modelserve rollback --canary` sets (ROLLBACK_STEPS_ANNOTATION).
+    """
+    if i.target == stable or i.steps_requested_for == i.target:
+        return False
+    return any(e.get("revision") == i.target and e.get("outcome") in _SERVED
+               for e in i.status.get("history") or ())
 
 
 def plan(i: Inputs) -> Plan:
@@ -128,6 +147,7 @@ def _canary(i: Inputs, stable: int, stable_version: str, previous: int | None,
             control: dict[str, Any]) -> Plan:
     st = i.status
     events: list[tuple[str, str, bool]] = []
+    rollback = is_rollback(i, stable)
     if st.get("canaryRevision") == i.target:
         state = CanaryState(i.target, st.get("currentStep") or 0,
                             st.get("stepStartedAt") or i.now, st.get("canaryWeight") or 0)
@@ -136,10 +156,16 @@ def _canary(i: Inputs, stable: int, stable_version: str, previous: int | None,
             events.append(("CanaryAbandoned", f"canary revision {st['canaryRevision']} "
                            f"abandoned for the newer revision {i.target}", False))
         state = CanaryState(i.target, 0, i.now, 0)
-        events.append(("CanaryStarted", f"canary revision {i.target} ({i.target_version}) "
-                       f"started against stable revision {stable}", False))
+        if rollback:
+            events.append(("RollbackStarted", f"rolling back to revision {i.target} "
+                           f"({i.target_version}): it served before, so it skips the canary "
+                           f"steps and takes all traffic once its pods are ready", False))
+        else:
+            events.append(("CanaryStarted", f"canary revision {i.target} "
+                           f"({i.target_version}) started against stable revision {stable}",
+                           False))
         previous = None  # a new rollout retires the old fast-path revision
-    steps = _steps(i.spec)
+    steps = ROLLING_STEPS if rollback else _steps(i.spec)
     decision: Decision = advance(steps, state, Observations(
         now=i.now, total_replicas=i.total, ready_canary_pods=i.ready.get(i.target, 0),
         canary_restarts=i.restarts.get(i.target, 0), started=i.created.get(i.target, i.now),
@@ -164,8 +190,10 @@ def _canary(i: Inputs, stable: int, stable_version: str, previous: int | None,
             p = Plan(i.target, i.target_version, i.total, previous=stable,
                      previous_retire_at=i.now + i.spec.rollout.scale_down_delay_seconds,
                      consumed_control=consumed)
-            p.events = [*events, ("Promoted", f"{decision.message}; revision {i.target} is "
-                                  f"stable, revision {stable} kept for "
+            done = (("RolledBack", f"revision {i.target} serves again (rollback)")
+                    if rollback else ("Promoted", f"{decision.message}; revision {i.target} "
+                                                  f"is stable"))
+            p.events = [*events, (done[0], f"{done[1]}, revision {stable} kept for "
                                   f"{i.spec.rollout.scale_down_delay_seconds}s", False)]
             return p
         # Scale the canary to full size first; move traffic only once it is ready.
@@ -177,11 +205,15 @@ def _canary(i: Inputs, stable: int, stable_version: str, previous: int | None,
                     progressing=(True, "Promoting", f"scaling revision {i.target} to "
                                  f"{i.total} pods ({ready} ready) before switching traffic"))
 
+    progressing = (True, decision.reason, decision.message)
+    if rollback:
+        progressing = (True, "RollingBack", f"rollback to revision {i.target}: "
+                       f"{i.ready.get(i.target, 0)}/{i.total} pods ready; revision {stable} "
+                       f"serves until then")
     return Plan(stable, stable_version, stable_replicas(i.total, decision.state.weight),
                 canary=i.target, canary_version=i.target_version,
                 canary_replicas=canary_replicas(i.total, decision.wanted_weight),
                 weight=decision.state.weight, state=decision.state, previous=previous,
                 previous_retire_at=st.get("previousRetireAt") if previous else None,
                 consumed_control=consumed, paused=decision.paused, events=events,
-                requeue=decision.requeue,
-                progressing=(True, decision.reason, decision.message))
+                requeue=decision.requeue, progressing=progressing)

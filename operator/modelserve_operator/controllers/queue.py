@@ -84,3 +84,28 @@ class WorkQueue:
                 self.add(key)
             elif requeue is not None:
                 self.add_after(key, requeue)
+
+
+class Backoff:
+    """Per-object exponential backoff for failed reconciles (client-go's item rate limiter).
+
+    One object that keeps failing (a webhook rejecting it, RBAC missing for its kind) is
+    retried ever more slowly, up to `ceiling`, without slowing any other object; its
+    first success forgets its failures.
+    """
+
+    def __init__(self, ceiling: float = 300.0):
+        self.ceiling = ceiling
+        self._failures: dict[Hashable, int] = {}
+
+    def failed(self, key: Hashable, first: float = 1.0) -> float:
+        """Seconds to wait before retrying `key`: first, twice that, four times …"""
+        count = self._failures.get(key, 0)
+        self._failures[key] = count + 1
+        return min(self.ceiling, first * 2.0 ** min(count, 30))
+
+    def succeeded(self, key: Hashable) -> None:
+        self._failures.pop(key, None)
+
+    def failures(self, key: Hashable) -> int:
+        return self._failures.get(key, 0)

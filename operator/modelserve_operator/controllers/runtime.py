@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,14 +14,13 @@ import kopf
 from modelserve_operator.controllers import deployments, leader, metrics, rollout_analysis, versions
 from modelserve_operator.controllers.context import Context
 from modelserve_operator.controllers.kube import ApiError, Kube
-from modelserve_operator.controllers.queue import WorkQueue
+from modelserve_operator.controllers.queue import Backoff, WorkQueue
 from modelserve_operator.controllers.store import Store
 from modelserve_operator.render import RenderSettings
 from modelserve_operator.render.labels import DEPLOYMENT, MANAGED_BY
 from modelserve_operator.render.names import label_value
 
 log = logging.getLogger("modelserve.operator")
-SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 
 @dataclass
@@ -34,6 +32,7 @@ class Config:
     prometheus_url: str | None = None
     leader_election: leader.LeaderConfig | None = None  # None: reconcile from the start
     namespaces: list[str] = field(default_factory=list)  # empty: all namespaces
+    kube_context: str | None = None  # kubeconfig context; None: the current one
     render: RenderSettings = field(default_factory=RenderSettings)
 
 
@@ -41,7 +40,7 @@ class Config:
 class State:
     config: Config = field(default_factory=Config)
     store: Store = field(default_factory=Store)
-    connection: kopf.ConnectionInfo | None = None
+    kube: Kube | None = None
     context: Context | None = None
     queue: WorkQueue | None = None
     resync: asyncio.Task[None] | None = None
@@ -50,6 +49,7 @@ class State:
     # Label values are truncated for long names: map them back to ModelDeployment names.
     md_by_label: dict[tuple[str, str], str] = field(default_factory=dict)
     primed: asyncio.Lock = field(default_factory=asyncio.Lock)
+    backoff: Backoff = field(default_factory=Backoff)
     is_primed: bool = False
 
 
@@ -79,27 +79,12 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     _start()
 
 
-async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    in_cluster = os.path.exists(SERVICE_ACCOUNT_TOKEN) and not os.environ.get("KUBECONFIG")
-    if in_cluster:
-        info = in_cluster_address(kopf.login_with_service_account(**kwargs), os.environ)
-    else:
-        info = kopf.login_with_kubeconfig(**kwargs)
-    STATE.connection = info
-    return info
-
-
-def in_cluster_address(info: kopf.ConnectionInfo | None,
-                       env: Mapping[str, str]) -> kopf.ConnectionInfo | None:
-    """The API server at the `kubernetes` Service's address from the environment, as
-    client-go's in-cluster config does. Kopf names `kubernetes.default.svc`, which needs
-    cluster DNS; the kubelet's environment variables do not (the certificate carries the
-    Service IP either way)."""
-    host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT")
-    if info is None or not host or not port:
-        return info
-    host = f"[{host}]" if ":" in host else host
-    return dataclasses.replace(info, server=f"https://{host}:{port}")
+async def login(**_: Any) -> kopf.AiohttpSession:
+    """One credential source for Kopf's watches and the operator's writes: the
+    kubernetes_asyncio loader (kubeconfig contexts, exec plugins, rotated tokens)."""
+    if STATE.kube is None:
+        STATE.kube = await Kube.connect(STATE.config.kube_context)
+    return await STATE.kube.kopf_session()
 
 
 def _start() -> None:
@@ -126,7 +111,7 @@ def _election_ended(task: asyncio.Task[None]) -> None:
 
 
 async def _kube_after_login() -> Kube:
-    while STATE.connection is None:  # Kopf runs startup handlers before login
+    while STATE.kube is None:  # Kopf runs startup handlers before login
         await asyncio.sleep(0.1)
     return _context().kube
 
@@ -148,15 +133,15 @@ async def shutdown() -> None:
     if STATE.elector:  # after the workers stopped: the next leader starts on a quiet Lease
         await STATE.elector.release()
     await rollout_analysis.close()
-    if STATE.context:
-        await STATE.context.kube.close()
+    if STATE.kube:
+        await STATE.kube.close()
 
 
 def _context() -> Context:
     if STATE.context is None:
-        if STATE.connection is None or STATE.queue is None:
+        if STATE.kube is None or STATE.queue is None:
             raise RuntimeError("operator used before login and startup")
-        STATE.context = Context(STATE.store, Kube(STATE.connection), STATE.queue,
+        STATE.context = Context(STATE.store, STATE.kube, STATE.queue,
                                 STATE.config.render, STATE.config.prometheus_url)
     return STATE.context
 
@@ -203,17 +188,20 @@ async def _work(key: Hashable) -> float | None:
     with metrics.RECONCILE_SECONDS.labels(label).time():
         try:
             requeue = await reconciler.reconcile(_context(), namespace, name)
-        except ApiError as error:
-            metrics.RECONCILES.labels(label, "error").inc()
-            metrics.RECONCILE_ERRORS.labels(label, f"http{error.status}").inc()
-            if error.status == 409:  # a conflict is someone else's fresh write: retry soon
-                return 1.0
-            log.warning("%s %s/%s: %s; retrying in 10s", label, namespace, name, error)
-            return 10.0
+        except asyncio.CancelledError:
+            raise
         except Exception as error:
             metrics.RECONCILES.labels(label, "error").inc()
-            metrics.RECONCILE_ERRORS.labels(label, type(error).__name__).inc()
-            raise
+            status = getattr(error, "status", None)
+            metrics.RECONCILE_ERRORS.labels(
+                label, f"http{status}" if isinstance(error, ApiError) else type(error).__name__,
+            ).inc()
+            # A conflict is someone else's fresh write: worth retrying at once, then slower.
+            delay = STATE.backoff.failed(key, first=0.2 if status == 409 else 1.0)
+            log.warning("%s %s/%s: %s; retrying in %.1fs", label, namespace, name, error,
+                        delay, exc_info=not isinstance(error, ApiError))
+            return delay
+    STATE.backoff.succeeded(key)
     metrics.RECONCILES.labels(label, "ok").inc()
     return requeue
 
