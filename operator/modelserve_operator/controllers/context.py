@@ -7,6 +7,8 @@ import hashlib
 import json
 import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +26,12 @@ WATCHED = frozenset({"ModelDeployment", "ModelVersion", "Deployment", "Service",
 TEMPLATE_HASH = "modelserve.io/template-hash"
 
 
+def rfc3339(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def utcnow() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(time.time())
 
 
 def content_hash(obj: Any, length: int = 16) -> str:
@@ -43,6 +49,15 @@ class Context:
     # object does not exist: no read is needed before creating it.
     primed: bool = False
     instance: str = field(default_factory=lambda: os.environ.get("HOSTNAME", "local"))
+    # Seconds since the epoch; tests inject a clock they move by hand.
+    clock: Callable[[], float] = time.time
+
+    def now(self) -> float:
+        return self.clock()
+
+    def utcnow(self) -> str:
+        """The clock's time in RFC 3339, as status and Events store it."""
+        return rfc3339(self.clock())
 
     async def ensure(self, kind: str, obj: dict[str, Any]) -> bool:
         """Apply `obj` unless the live object already carries its hash. True if written.
@@ -74,7 +89,7 @@ class Context:
                     warning: bool = False) -> None:
         """A Kubernetes Event on the ModelDeployment, for a transition a user should see."""
         meta = md["metadata"]
-        now = utcnow()
+        now = self.utcnow()
         (log.warning if warning else log.info)(
             "%s/%s %s: %s", meta["namespace"], meta["name"], reason, message)
         try:

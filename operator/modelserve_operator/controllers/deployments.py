@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-import time
 from typing import Any
 
 from pydantic import ValidationError
@@ -20,7 +19,7 @@ from modelserve_operator import API_VERSION, ROLLBACK_STEPS_ANNOTATION
 from modelserve_operator.api import ModelDeploymentSpec, ModelVersionSpec
 from modelserve_operator.controllers import autoscaling, history, metrics, rollout_analysis
 from modelserve_operator.controllers.conditions import Problem, pod_problem
-from modelserve_operator.controllers.context import Context, utcnow
+from modelserve_operator.controllers.context import Context
 from modelserve_operator.controllers.plan import Inputs, Plan, plan
 from modelserve_operator.controllers.resolve import pydantic_message, target_version, version_spec
 from modelserve_operator.controllers.status import Observed, changed, compute
@@ -118,7 +117,7 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
 
     owned_mvs = ctx.store.owned("ModelVersion", namespace, name)
     target = history.revision_for(mv_name, list(seen.deployments.values()), past, owned_mvs)
-    now = time.time()
+    now = ctx.now()
     total = _total_replicas(spec, seen, status)
     verdict, analysis_status = await rollout_analysis.run(ctx, md, spec, status, target, now)
     decided = plan(Inputs(
@@ -157,7 +156,7 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     exceeded = (not done and decided.canary is None and started is not None
                 and now - started > spec.rollout.progress_deadline_seconds)
     observed = Observed(
-        generation, status, utcnow(), decided.stable_replicas, revision=decided.stable,
+        generation, status, ctx.utcnow(), decided.stable_replicas, revision=decided.stable,
         model_version=decided.stable_version, deployment=stable_dep,
         older_serving=sum(seen.ready(r) for r in seen.deployments if r != decided.stable),
         pod_problem=(None if done else pod_problem(pods, gpu_resource(version)))
@@ -165,7 +164,7 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
         rollout_problem=decided.problem, progressing=decided.progressing,
         deadline_exceeded=exceeded,
         endpoint=endpoint_url(name, namespace, ctx.settings), selector=_selector(name),
-        history=history.record(past, decided.stable, decided.stable_version, utcnow(),
+        history=history.record(past, decided.stable, decided.stable_version, ctx.utcnow(),
                                done or decided.canary is not None, retired,
                                spec.revision_history_limit,
                                aborted=(decided.aborted, decided.canary_version or "")
@@ -198,7 +197,7 @@ def _unchanged(ctx: Context, md: dict[str, Any], seen: Observation, desired: int
     meta, status = md["metadata"], md.get("status", {})
     revision = status.get("revision")
     return Observed(
-        meta.get("generation", 1), status, utcnow(), desired,
+        meta.get("generation", 1), status, ctx.utcnow(), desired,
         older_serving=sum(seen.ready(r) for r in seen.deployments if r != revision),
         input_problem=problem, revision=revision, model_version=status.get("modelVersion"),
         history=status.get("history") or [], deployment=seen.deployments.get(revision or -1),

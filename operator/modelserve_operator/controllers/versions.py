@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from modelserve_operator import API_VERSION
 from modelserve_operator.api import ModelVersionSpec
 from modelserve_operator.controllers.conditions import set_condition
-from modelserve_operator.controllers.context import Context, utcnow
+from modelserve_operator.controllers.context import Context
 from modelserve_operator.controllers.status import changed
 from modelserve_operator.render import validate
 
@@ -42,7 +42,7 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
         return None
     previous = mv.get("status", {})
     status = compute_status(problems_of(mv["spec"]), previous,
-                            mv["metadata"].get("generation", 1), utcnow())
+                            mv["metadata"].get("generation", 1), ctx.utcnow())
     if changed(previous, status):
         await ctx.kube.patch_status(API_VERSION, "ModelVersion", namespace, name, status)
         mv["status"] = {**previous, **status}
