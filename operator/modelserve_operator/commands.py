@@ -86,10 +86,11 @@ def cluster() -> Cluster:
             with open(os.path.join(SERVICE_ACCOUNT, "namespace")) as handle:
                 namespace = handle.read().strip()
         else:
+            path = os.environ.get("KUBECONFIG") or "~/.kube/config"
             kubernetes.config.load_kube_config(
-                context=_CONTEXT, client_configuration=config, persist_config=False,
-                temp_file_path=_memory_dir())
-            contexts, current = kubernetes.config.list_kube_config_contexts()
+                config_file=path, context=_CONTEXT, client_configuration=config,
+                persist_config=False, temp_file_path=_memory_dir())
+            contexts, current = kubernetes.config.list_kube_config_contexts(path)
             chosen = next((c for c in contexts if c["name"] == _CONTEXT), current)
             namespace = (chosen or {}).get("context", {}).get("namespace") or "default"
     except (kubernetes.config.ConfigException, OSError) as error:

@@ -127,7 +127,10 @@ class Kube:
             k8s_config.load_incluster_config(client_configuration=config)
             return cls(k8s.ApiClient(config), _ssl_context(config))
         with memory_dir() as tmp:
+            # KUBECONFIG is read now, not when the client was imported; a list of paths
+            # is merged as kubectl merges it.
             loader = await k8s_config.load_kube_config(
+                config_file=os.environ.get("KUBECONFIG") or "~/.kube/config",
                 client_configuration=config, context=context, persist_config=False,
                 temp_file_path=tmp)
             api = k8s.ApiClient(config)  # builds its TLS context from the files now
