@@ -12,6 +12,7 @@ import sys
 import urllib.request
 
 from e2e.kube import eventually
+from e2e.prometheus_text import scrape
 
 
 def free_port() -> int:
@@ -67,15 +68,7 @@ class OperatorProcess:
 
     def metrics(self) -> dict[str, float]:
         """Prometheus samples as {'name{labels}': value}."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
-                                    timeout=5) as response:
-            text = response.read().decode()
-        samples = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                key, _, value = line.rpartition(" ")
-                samples[key] = float(value)
-        return samples
+        return scrape(f"http://127.0.0.1:{self.metrics_port}/metrics")
 
     def writes(self) -> float:
         return sum(v for k, v in self.metrics().items()
