@@ -39,7 +39,7 @@ CASES: dict[str, Case] = {
     "gpu-product-count-2": Case(version(
         resources={"gpu": {"count": 2, "product": "NVIDIA-H100-80GB-HBM3"}, "memory": "32Gi"},
         env=[{"name": "LOG_LEVEL", "value": "debug"}],
-        args=["--verbose"],
+        args=["--log-level", "debug"],
     )),
     "mig": Case(version(resources={"gpu": {"mig": "1g.10gb"}, "memory": "8Gi"})),
     "cpu-only": Case(version(
