@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from modelserve_operator.controllers.leader import LeaderConfig
+    from modelserve_operator.controllers.cluster.leader import LeaderConfig
 
 
 def _operator_run(args: argparse.Namespace) -> int:
@@ -15,11 +15,11 @@ def _operator_run(args: argparse.Namespace) -> int:
     import prometheus_client
 
     from modelserve_operator import logs
-    from modelserve_operator.controllers import handlers, runtime
+    from modelserve_operator.controllers import handlers, operator_process
     from modelserve_operator.render import RenderSettings
 
     logs.setup(args.log_level, json_logs=not args.plain_logs)
-    runtime.STATE.config = runtime.Config(
+    operator_process.STATE.config = operator_process.Config(
         workers=args.workers, resync_seconds=args.resync_seconds,
         render=RenderSettings(runtime_image=args.runtime_image,
                               model_cache_path=args.model_cache_path,
@@ -47,7 +47,7 @@ def _operator_run(args: argparse.Namespace) -> int:
 
 
 def _leader_config(args: argparse.Namespace) -> LeaderConfig | None:
-    from modelserve_operator.controllers import leader
+    from modelserve_operator.controllers.cluster import leader
 
     if not args.leader_election:
         return None

@@ -14,9 +14,9 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelserve_operator.controllers import deployments
-from modelserve_operator.controllers.context import Context, rfc3339
-from modelserve_operator.controllers.store import Store
+from modelserve_operator.controllers.cluster.context import Context, rfc3339
+from modelserve_operator.controllers.cluster.store import Store
+from modelserve_operator.controllers.reconcilers.model_deployment import reconcile
 from modelserve_operator.render import RenderSettings
 
 NS = "ns"
@@ -158,7 +158,7 @@ class Harness:
     async def reconcile(self, name: str) -> float | None:
         self.deployment_controller()
         self.sync_store()
-        return await deployments.reconcile(self.ctx, NS, name)
+        return await reconcile(self.ctx, NS, name)
 
     async def settle(self, name: str, max_wait: float = 0.0, rounds: int = 40) -> list[str]:
         """Reconcile until nothing changes; follow requeues up to `max_wait` seconds of

@@ -1,7 +1,7 @@
 """Analysis verdicts from measurements: interval, count and failure limit."""
 
 from modelserve_operator.api.modeldeployment import AnalysisMetric
-from modelserve_operator.controllers.analysis import judge, render_query, within
+from modelserve_operator.controllers.decisions.analysis import judge, render_query, within
 
 METRIC = AnalysisMetric.model_validate({
     "name": "errors", "max": 0.05, "interval": "10s", "count": 3, "failureLimit": 1,

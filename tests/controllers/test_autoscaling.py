@@ -8,14 +8,14 @@ from typing import Any
 import pytest
 
 from modelserve_operator.api import ModelDeploymentSpec
-from modelserve_operator.controllers.autoscaling import (
+from modelserve_operator.controllers.cluster.context import Context
+from modelserve_operator.controllers.cluster.store import Store
+from modelserve_operator.controllers.reconcilers.autoscaling import (
     HANDOVER_MANAGER,
     autoscaler_status,
     ensure_autoscaler,
     parse_quantity,
 )
-from modelserve_operator.controllers.context import Context
-from modelserve_operator.controllers.store import Store
 from modelserve_operator.render import Meta, RenderSettings
 
 NS = "ml"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from modelserve_operator.controllers.conditions import pod_problem, set_condition
+from modelserve_operator.controllers.decisions.conditions import pod_problem, set_condition
 
 
 def pod(name="p", scheduled=None, waiting=None):

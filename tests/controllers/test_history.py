@@ -1,6 +1,6 @@
 """Revision numbers and status.history bookkeeping."""
 
-from modelserve_operator.controllers.history import next_revision, record, revision_for
+from modelserve_operator.controllers.decisions.history import next_revision, record, revision_for
 
 
 def dep(revision, version):

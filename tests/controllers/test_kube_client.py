@@ -17,8 +17,8 @@ import textwrap
 import yaml
 from aiohttp import web
 
-from modelserve_operator.controllers import metrics
-from modelserve_operator.controllers.kube import ApiError, Kube
+from modelserve_operator.controllers.cluster import metrics
+from modelserve_operator.controllers.cluster.client import ApiError, Kube
 
 PLUGIN = textwrap.dedent("""\
     import json, pathlib, sys

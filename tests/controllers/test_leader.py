@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from modelserve_operator.controllers.kube import ApiError
-from modelserve_operator.controllers.leader import (
+from modelserve_operator.controllers.cluster.client import ApiError
+from modelserve_operator.controllers.cluster.leader import (
     LeaderConfig,
     LeaderElector,
     Observation,

@@ -1,7 +1,7 @@
 """plan(): which revision is stable, which is canary, and how big each is."""
 
 from modelserve_operator.api import ModelDeploymentSpec
-from modelserve_operator.controllers.plan import Inputs, plan
+from modelserve_operator.controllers.decisions.plan import Inputs, plan
 
 CANARY = {"strategy": "Canary", "canary": {"steps": [{"setWeight": 25}, {"pause": {}}]},
           "scaleDownDelaySeconds": 30}

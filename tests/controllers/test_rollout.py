@@ -3,7 +3,7 @@
 import pytest
 
 from modelserve_operator.api.modeldeployment import CanaryStep
-from modelserve_operator.controllers.rollout import (
+from modelserve_operator.controllers.decisions.canary import (
     CanaryState,
     Observations,
     advance,

@@ -2,8 +2,8 @@
 
 import pytest
 
-from modelserve_operator.controllers.conditions import Problem
-from modelserve_operator.controllers.status import Observed, changed, compute, rolled_out
+from modelserve_operator.controllers.decisions.conditions import Problem
+from modelserve_operator.controllers.decisions.status import Observed, changed, compute, rolled_out
 
 
 def deployment(replicas=2, ready=2, updated=2, generation=1, observed=1):

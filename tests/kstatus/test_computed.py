@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from modelserve_operator.controllers.conditions import Problem
-from modelserve_operator.controllers.status import Observed, compute
-from modelserve_operator.controllers.versions import compute_status, problems_of
+from modelserve_operator.controllers.decisions.conditions import Problem
+from modelserve_operator.controllers.decisions.status import Observed, compute
+from modelserve_operator.controllers.decisions.version_status import compute_status, problems_of
 
 
 def deployment(ready: int = 2, replicas: int = 2) -> dict:

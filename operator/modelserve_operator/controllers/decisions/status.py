@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelserve_operator.controllers.conditions import Problem, set_condition
+from modelserve_operator.controllers.decisions.conditions import Problem, set_condition
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 
 from modelserve_operator import FIELD_MANAGER
-from modelserve_operator.controllers import metrics
+from modelserve_operator.controllers.cluster import metrics
 
 SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 REQUEST_TIMEOUT = 30.0

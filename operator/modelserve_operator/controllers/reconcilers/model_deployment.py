@@ -17,12 +17,18 @@ from pydantic import ValidationError
 
 from modelserve_operator import API_VERSION, ROLLBACK_STEPS_ANNOTATION
 from modelserve_operator.api import ModelDeploymentSpec, ModelVersionSpec
-from modelserve_operator.controllers import autoscaling, history, metrics, rollout_analysis
-from modelserve_operator.controllers.conditions import Problem, pod_problem
-from modelserve_operator.controllers.context import Context
-from modelserve_operator.controllers.plan import Inputs, Plan, plan
-from modelserve_operator.controllers.resolve import pydantic_message, target_version, version_spec
-from modelserve_operator.controllers.status import Observed, changed, compute
+from modelserve_operator.controllers.cluster import metrics
+from modelserve_operator.controllers.cluster.context import Context
+from modelserve_operator.controllers.decisions import history
+from modelserve_operator.controllers.decisions.conditions import Problem, pod_problem
+from modelserve_operator.controllers.decisions.plan import Inputs, Plan, plan
+from modelserve_operator.controllers.decisions.status import Observed, changed, compute
+from modelserve_operator.controllers.reconcilers import analysis, autoscaling
+from modelserve_operator.controllers.reconcilers.version_lookup import (
+    pydantic_message,
+    target_version,
+    version_spec,
+)
 from modelserve_operator.render import (
     Meta,
     endpoint_url,
@@ -119,7 +125,7 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     target = history.revision_for(mv_name, list(seen.deployments.values()), past, owned_mvs)
     now = ctx.now()
     total = _total_replicas(spec, seen, status)
-    verdict, analysis_status = await rollout_analysis.run(ctx, md, spec, status, target, now)
+    verdict, analysis_status = await analysis.run(ctx, md, spec, status, target, now)
     decided = plan(Inputs(
         spec=spec, status=status, target=target, target_version=mv_name, total=total,
         ready={r: seen.ready(r) for r in seen.deployments},

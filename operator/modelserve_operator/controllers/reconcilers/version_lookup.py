@@ -8,9 +8,9 @@ from pydantic import ValidationError
 
 from modelserve_operator import API_VERSION
 from modelserve_operator.api import ModelDeploymentSpec, ModelVersionSpec
-from modelserve_operator.controllers import history
-from modelserve_operator.controllers.conditions import Problem
-from modelserve_operator.controllers.context import TEMPLATE_HASH, Context, content_hash
+from modelserve_operator.controllers.cluster.context import TEMPLATE_HASH, Context, content_hash
+from modelserve_operator.controllers.decisions import history
+from modelserve_operator.controllers.decisions.conditions import Problem
 from modelserve_operator.render import Meta, validate
 from modelserve_operator.render.labels import REVISION, common_labels
 from modelserve_operator.render.names import dns_label

@@ -11,11 +11,12 @@ from typing import Any
 
 import kopf
 
-from modelserve_operator.controllers import deployments, leader, metrics, rollout_analysis, versions
-from modelserve_operator.controllers.context import Context
-from modelserve_operator.controllers.kube import ApiError, Kube
-from modelserve_operator.controllers.queue import Backoff, WorkQueue
-from modelserve_operator.controllers.store import Store
+from modelserve_operator.controllers.cluster import leader, metrics
+from modelserve_operator.controllers.cluster.client import ApiError, Kube
+from modelserve_operator.controllers.cluster.context import Context
+from modelserve_operator.controllers.cluster.queue import Backoff, WorkQueue
+from modelserve_operator.controllers.cluster.store import Store
+from modelserve_operator.controllers.reconcilers import analysis, model_deployment, model_version
 from modelserve_operator.render import RenderSettings
 from modelserve_operator.render.labels import DEPLOYMENT, MANAGED_BY
 from modelserve_operator.render.names import label_value
@@ -132,7 +133,7 @@ async def shutdown() -> None:
         await STATE.queue.stop()
     if STATE.elector:  # after the workers stopped: the next leader starts on a quiet Lease
         await STATE.elector.release()
-    await rollout_analysis.close()
+    await analysis.close()
     if STATE.kube:
         await STATE.kube.close()
 
@@ -183,7 +184,7 @@ async def _work(key: Hashable) -> float | None:
     kind, namespace, name = key  # type: ignore[misc]
     if not STATE.is_primed:
         await _prime(_context())
-    reconciler = deployments if kind == "md" else versions
+    reconciler = model_deployment if kind == "md" else model_version
     label = "ModelDeployment" if kind == "md" else "ModelVersion"
     with metrics.RECONCILE_SECONDS.labels(label).time():
         try:

@@ -1,4 +1,4 @@
-"""Reconcile one ModelVersion: check what the API server cannot, and say so in status."""
+"""A ModelVersion's status from its problems: pure (reconcilers/model_version.py writes it)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from modelserve_operator import API_VERSION
 from modelserve_operator.api import ModelVersionSpec
-from modelserve_operator.controllers.conditions import set_condition
-from modelserve_operator.controllers.context import Context
-from modelserve_operator.controllers.status import changed
+from modelserve_operator.controllers.decisions.conditions import set_condition
 from modelserve_operator.render import validate
 
 
@@ -34,16 +31,3 @@ def compute_status(problems: list[str], previous: dict[str, Any], generation: in
         set_condition(old, "Ready", not problems, reason, message, generation, now),
         set_condition(old, "Stalled", bool(problems), reason, message, generation, now),
     ]}
-
-
-async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
-    mv = ctx.store.get("ModelVersion", namespace, name)
-    if mv is None or mv["metadata"].get("deletionTimestamp"):
-        return None
-    previous = mv.get("status", {})
-    status = compute_status(problems_of(mv["spec"]), previous,
-                            mv["metadata"].get("generation", 1), ctx.utcnow())
-    if changed(previous, status):
-        await ctx.kube.patch_status(API_VERSION, "ModelVersion", namespace, name, status)
-        mv["status"] = {**previous, **status}
-    return None

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 
-from modelserve_operator.controllers import metrics
+from modelserve_operator.controllers.cluster import metrics
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from prometheus_client import Counter, Gauge
 
-from modelserve_operator.controllers.kube import ApiError, Kube
+from modelserve_operator.controllers.cluster.client import ApiError, Kube
 
 log = logging.getLogger("modelserve.leader")
 

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelserve_operator.controllers.kube import Kube
-from modelserve_operator.controllers.queue import WorkQueue
-from modelserve_operator.controllers.store import Store
+from modelserve_operator.controllers.cluster.client import Kube
+from modelserve_operator.controllers.cluster.queue import WorkQueue
+from modelserve_operator.controllers.cluster.store import Store
 from modelserve_operator.render import RenderSettings
 
 log = logging.getLogger("modelserve.operator")

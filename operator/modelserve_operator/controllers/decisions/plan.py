@@ -12,8 +12,7 @@ from typing import Any
 
 from modelserve_operator.api import ModelDeploymentSpec
 from modelserve_operator.api.modeldeployment import CanaryStep
-from modelserve_operator.controllers.conditions import Problem
-from modelserve_operator.controllers.rollout import (
+from modelserve_operator.controllers.decisions.canary import (
     CanaryState,
     Decision,
     Observations,
@@ -21,6 +20,7 @@ from modelserve_operator.controllers.rollout import (
     canary_replicas,
     stable_replicas,
 )
+from modelserve_operator.controllers.decisions.conditions import Problem
 
 # Rolling: bring the new revision to full size, then switch; the old one serves meanwhile.
 ROLLING_STEPS = [CanaryStep(set_weight=100)]

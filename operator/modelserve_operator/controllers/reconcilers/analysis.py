@@ -8,8 +8,13 @@ from typing import Any
 import aiohttp
 
 from modelserve_operator.api import ModelDeploymentSpec
-from modelserve_operator.controllers.analysis import Verdict, judge, measure, render_query, within
-from modelserve_operator.controllers.context import Context
+from modelserve_operator.controllers.cluster.context import Context
+from modelserve_operator.controllers.decisions.analysis import (
+    Verdict,
+    judge,
+    render_query,
+    within,
+)
 from modelserve_operator.render.names import deployment_name
 
 log = logging.getLogger("modelserve.operator")
@@ -73,3 +78,19 @@ async def run(ctx: Context, md: dict[str, Any], spec: ModelDeploymentSpec,
     verdict = judge(metrics, taken, now)
     return verdict, {"revision": target, "step": step, "measurements": taken,
                      "message": verdict.message}
+
+
+async def measure(session: aiohttp.ClientSession, address: str, query: str) -> float | None:
+    """One instant query; the first sample's value, or None when there is no data."""
+    url = address.rstrip("/") + "/api/v1/query"
+    async with session.get(url, params={"query": query},
+                           timeout=aiohttp.ClientTimeout(total=10)) as response:
+        body = await response.json(content_type=None)
+    if body.get("status") != "success":
+        raise RuntimeError(f"Prometheus query failed: {body.get('error', body)}")
+    result = body["data"]["result"]
+    if body["data"].get("resultType") == "scalar":
+        return float(result[1])
+    if not result:
+        return None
+    return float(result[0]["value"][1])

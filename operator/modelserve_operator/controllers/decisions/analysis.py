@@ -1,5 +1,4 @@
-"""Canary analysis: pure verdicts over measurements, plus the Prometheus query that
-takes one.
+"""Canary analysis: pure verdicts over measurements (reconcilers/analysis.py takes them).
 
 A step's metrics are measured every `interval`, `count` times; a metric fails the step
 once more than `failureLimit` of its measurements are out of bounds. A query that
@@ -14,10 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
 from modelserve_operator.api.modeldeployment import AnalysisMetric
-from modelserve_operator.controllers.rollout import parse_duration
+from modelserve_operator.controllers.decisions.canary import parse_duration
 
 
 @dataclass(frozen=True)
@@ -79,19 +76,3 @@ def render_query(query: str, **values: str) -> str:
     for key, value in values.items():
         query = query.replace("{{" + key + "}}", value).replace("{{ " + key + " }}", value)
     return query
-
-
-async def measure(session: aiohttp.ClientSession, address: str, query: str) -> float | None:
-    """One instant query; the first sample's value, or None when there is no data."""
-    url = address.rstrip("/") + "/api/v1/query"
-    async with session.get(url, params={"query": query},
-                           timeout=aiohttp.ClientTimeout(total=10)) as response:
-        body = await response.json(content_type=None)
-    if body.get("status") != "success":
-        raise RuntimeError(f"Prometheus query failed: {body.get('error', body)}")
-    result = body["data"]["result"]
-    if body["data"].get("resultType") == "scalar":
-        return float(result[1])
-    if not result:
-        return None
-    return float(result[0]["value"][1])

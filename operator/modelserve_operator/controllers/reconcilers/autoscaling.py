@@ -12,9 +12,9 @@ import logging
 from typing import Any
 
 from modelserve_operator.api import ModelDeploymentSpec
-from modelserve_operator.controllers.conditions import Problem
-from modelserve_operator.controllers.context import Context
-from modelserve_operator.controllers.store import Store
+from modelserve_operator.controllers.cluster.context import Context
+from modelserve_operator.controllers.cluster.store import Store
+from modelserve_operator.controllers.decisions.conditions import Problem
 from modelserve_operator.render import Meta, render_hpa, render_scaled_object
 from modelserve_operator.render.autoscaling import GPU_METRICS, QUEUE_METRIC
 from modelserve_operator.render.names import service_name
