@@ -1,0 +1,171 @@
+"""Report: status from what this round observed (decisions.status), written only when it
+changed, and the Events for transitions a user should see."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from modelserve_operator import API_VERSION
+from modelserve_operator.api import ModelDeploymentSpec
+from modelserve_operator.controllers.cluster import metrics
+from modelserve_operator.controllers.cluster.context import Context
+from modelserve_operator.controllers.decisions import history
+from modelserve_operator.controllers.decisions.conditions import Problem, pod_problem
+from modelserve_operator.controllers.decisions.plan import Plan
+from modelserve_operator.controllers.decisions.status import Observed, changed, compute
+from modelserve_operator.controllers.reconcilers.model_deployment.fallback import (
+    fallback_active,
+)
+from modelserve_operator.controllers.reconcilers.model_deployment.observe import (
+    Observation,
+    gpu_resource,
+)
+from modelserve_operator.controllers.reconcilers.model_deployment.round import Round
+from modelserve_operator.render import endpoint_url, serving_selector
+from modelserve_operator.render.traffic import provider_for
+
+log = logging.getLogger("modelserve.operator")
+# Rollout problems post their own Event when the plan decides them.
+_ROLLOUT_EVENTS = {"Aborted", "AnalysisFailed", "CanaryUnhealthy", "ProgressDeadlineExceeded"}
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Whether the rollout this round drove is done, and whether it ran out of time."""
+
+    done: bool
+    exceeded: bool
+    started: float | None
+
+
+def progress(r: Round) -> Progress:
+    p, seen = r.plan, r.seen
+    stable = seen.deployments.get(p.stable)
+    done = (p.canary is None and stable is not None
+            and seen.ready(p.stable) >= p.stable_replicas)
+    started = seen.created(p.canary or p.stable)
+    exceeded = (not done and p.canary is None and started is not None
+                and r.now - started > r.spec.rollout.progress_deadline_seconds)
+    return Progress(done, exceeded, started)
+
+
+def observed_after(r: Round, done: Progress, analysis: dict[str, Any] | None,
+                   scaling: tuple[Problem | None, dict[str, Any]]) -> Observed:
+    p, seen, status = r.plan, r.seen, r.md.get("status", {})
+    past = status.get("history") or []
+    # A revision stops serving when it stops taking traffic: a previous stable kept
+    # scaled up for a fast rollback is superseded already.
+    retired = [e["revision"] for e in past if not e.get("stoppedAt")
+               and e["revision"] not in (p.stable, p.canary)]
+    pods = seen.pods.get(p.canary or p.stable, [])
+    scaling_problem, scaling_fields = scaling
+    return Observed(
+        r.meta_generation(), status, r.ctx.utcnow(), p.stable_replicas, revision=p.stable,
+        model_version=p.stable_version, deployment=seen.deployments.get(p.stable),
+        older_serving=sum(seen.ready(v) for v in seen.deployments if v != p.stable),
+        pod_problem=(None if done.done else pod_problem(pods, gpu_resource(r.target_spec)))
+        or scaling_problem,
+        rollout_problem=p.problem, progressing=p.progressing,
+        deadline_exceeded=done.exceeded,
+        endpoint=endpoint_url(r.meta.name, r.meta.namespace, r.ctx.settings),
+        selector=selector(r.meta.name),
+        history=history.record(past, p.stable, p.stable_version, r.ctx.utcnow(),
+                               done.done or p.canary is not None, retired,
+                               r.spec.revision_history_limit,
+                               aborted=(p.aborted, p.canary_version or "")
+                               if p.aborted else None,
+                               live=frozenset(v for v in (p.canary, p.previous)
+                                              if v is not None)),
+        extra={**rollout_fields(r.spec, p, analysis or _kept_analysis(status, p),
+                                fallback_active(r.spec, seen, p)),
+               **scaling_fields},
+    )
+
+
+def unchanged(ctx: Context, md: dict[str, Any], seen: Observation, desired: int,
+              problem: Problem | None) -> Observed:
+    """What to report while bad input leaves every running revision as it is: the serving
+    revision's pods (Ready says what serves) and the problem (Degraded says why)."""
+    meta, status = md["metadata"], md.get("status", {})
+    revision = status.get("revision")
+    return Observed(
+        meta.get("generation", 1), status, ctx.utcnow(), desired,
+        older_serving=sum(seen.ready(r) for r in seen.deployments if r != revision),
+        input_problem=problem, revision=revision, model_version=status.get("modelVersion"),
+        history=status.get("history") or [], deployment=seen.deployments.get(revision or -1),
+        endpoint=endpoint_url(meta["name"], meta["namespace"], ctx.settings),
+        selector=selector(meta["name"]))
+
+
+def selector(name: str) -> str:
+    return ",".join(f"{k}={v}" for k, v in serving_selector(name).items())
+
+
+def _kept_analysis(status: dict[str, Any], p: Plan) -> dict[str, Any] | None:
+    """The last analysis stays in status while its canary runs or after it failed it."""
+    analysis = status.get("analysis")
+    if analysis and analysis.get("revision") in (p.canary, p.aborted):
+        return analysis
+    return None
+
+
+def rollout_fields(spec: ModelDeploymentSpec, p: Plan, analysis: dict[str, Any] | None,
+                   fallback_on: bool) -> dict[str, Any]:
+    provider = provider_for(spec)
+    fields: dict[str, Any] = {
+        "canaryRevision": p.canary, "canaryModelVersion": p.canary_version,
+        "canaryWeight": p.weight if p.canary is not None else None,
+        "currentStep": p.state.step if p.state else None,
+        "stepStartedAt": p.state.step_started if p.state else None,
+        "abortedRevision": p.aborted, "previousRevision": p.previous,
+        "previousRetireAt": p.previous_retire_at, "analysis": analysis,
+        "fallbackActive": fallback_on or None,
+        "trafficProvider": provider.name,
+        "trafficNote": None if provider.exact_weights or p.canary is None else (
+            f"provider service: the {p.weight}% weight is approximated by the replica ratio "
+            f"({p.canary_replicas} canary / {p.stable_replicas} stable pods)"),
+    }
+    if p.consumed_control:
+        fields["control"] = None
+    return fields
+
+
+async def report(ctx: Context, md: dict[str, Any], observed: Observed) -> None:
+    """Write status if it changed; post Events for transitions a user should see."""
+    meta = md["metadata"]
+    status = compute(observed)
+    previous = observed.previous
+    metrics.set_phase(meta["namespace"], meta["name"], status["phase"])
+    if not changed(previous, status):
+        return
+    log.debug("%s/%s status changes: %s", meta["namespace"], meta["name"],
+              {k: v for k, v in status.items() if previous.get(k) != v})
+    await ctx.kube.patch_status(API_VERSION, "ModelDeployment", meta["namespace"],
+                                meta["name"], status)
+    md["status"] = {k: v for k, v in {**previous, **status}.items() if v is not None}
+    old_reason = _true_reason(previous, "Degraded")
+    new_reason = _true_reason(status, "Degraded")
+    if new_reason and new_reason != old_reason and new_reason not in _ROLLOUT_EVENTS:
+        degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+        await ctx.event(md, new_reason, degraded["message"], warning=True)
+    elif old_reason and not new_reason:
+        await ctx.event(md, "Recovered", "the problem is gone: " + status["conditions"][0][
+            "message"])
+    if status["phase"] == "Ready" and previous.get("phase") != "Ready":
+        await ctx.event(md, "Ready", status["conditions"][0]["message"])
+    if status.get("fallbackActive") != previous.get("fallbackActive"):
+        if status.get("fallbackActive"):
+            await ctx.event(md, "FallbackActive", "no primary pod is ready: the fallback "
+                            "version takes the traffic", warning=True)
+        else:
+            await ctx.event(md, "FallbackReleased", "primary pods are ready again: traffic "
+                            "is back on the primary")
+
+
+def _true_reason(status: dict[str, Any], type_: str) -> str | None:
+    for condition in status.get("conditions") or ():
+        if condition.get("type") == type_ and condition.get("status") == "True":
+            return condition.get("reason")
+    return None
