@@ -31,6 +31,7 @@ from modelserve_operator.render.pod import FETCH_CONTAINER
 # The runtime's fetch prints this before each progress line (modelserve_runtime/fetch).
 FETCH_PROGRESS_PREFIX = "fetch: progress "
 
+FIELD_MANAGER = "kubectl-modelserve"
 ARGO_MARKERS = ("argocd.argoproj.io/tracking-id", "argocd.argoproj.io/instance")
 SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 
@@ -135,8 +136,33 @@ def patch_md(name: str, namespace: str | None, patch: dict[str, Any],
     custom = cluster().custom
     fn = (custom.patch_namespaced_custom_object_status if status
           else custom.patch_namespaced_custom_object)
+    # The user's edit, made by the kubectl plugin: managedFields say so, as for kubectl.
     return _call(f"ModelDeployment {name}", fn, GROUP, VERSION, _ns(namespace),
-                 "modeldeployments", name, patch, _content_type="application/merge-patch+json")
+                 "modeldeployments", name, patch, field_manager=FIELD_MANAGER,
+                 _content_type="application/merge-patch+json")
+
+
+def raw(method: str, path: str, body: Any = None, what: str = "request") -> Any:
+    """A request on an API path the typed client has no method for (a Service proxy),
+    with the same configuration and credentials; the JSON answer."""
+    api = cluster().api
+    try:
+        method, url, headers, payload, _ = api.param_serialize(
+            method, path, header_params={"Content-Type": "application/json",
+                                         "Accept": "application/json"},
+            body=body, auth_settings=["BearerToken"])
+        response = api.call_api(method, url, headers, payload)
+        response.read()
+    except OSError as error:
+        raise CommandError(f"{what}: cannot reach the API server ({error})") from None
+    text = response.data.decode() if isinstance(response.data, bytes) else response.data
+    if not 200 <= response.status < 300:
+        try:
+            detail = json.loads(text).get("message") or json.loads(text).get("error") or text
+        except (ValueError, AttributeError):
+            detail = text
+        raise CommandError(f"{what}: HTTP {response.status}: {str(detail)[:500]}")
+    return json.loads(text) if text else None
 
 
 def md_events(name: str, namespace: str) -> list[dict[str, Any]]:

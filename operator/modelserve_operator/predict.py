@@ -1,5 +1,5 @@
 """`modelserve predict`: one inference request through a ModelDeployment's user-facing
-Service, from wherever kubectl works.
+Service, from wherever kubectl works (the same kubeconfig, through the official client).
 
 The request goes through the API server's Service proxy
 (`/api/v1/namespaces/NS/services/NAME:http/proxy/v2/models/NAME/infer`), so it needs no
@@ -18,20 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from modelserve_operator.commands import CommandError, kubectl
+from modelserve_operator.commands import CommandError, cluster, raw
 
 # Open Inference Protocol datatypes of the numpy kinds a user types on a command line.
 _DATATYPES = {"f": "FP32", "i": "INT64", "u": "INT64", "b": "BOOL"}
 
 
 def _proxy_path(name: str, namespace: str | None, suffix: str) -> str:
-    ns = namespace or _current_namespace()
+    ns = namespace or cluster().namespace
     return f"/api/v1/namespaces/{ns}/services/{name}:http/proxy/v2/models/{name}{suffix}"
-
-
-def _current_namespace() -> str:
-    ns = kubectl("config", "view", "--minify", "-o", "jsonpath={..namespace}").strip()
-    return ns or "default"
 
 
 def parse_inputs(pairs: list[str], declared: dict[str, str]) -> list[dict[str, Any]]:
@@ -57,15 +52,17 @@ def predict(name: str, namespace: str | None, pairs: list[str],
             request_file: str | None) -> str:
     if request_file:
         with open(request_file) as f:
-            body = f.read()
+            try:
+                body = json.load(f)
+            except ValueError as error:
+                raise CommandError(f"--request {request_file}: not JSON ({error})") from None
     else:
         if not pairs:
             raise CommandError("give --input NAME=JSON (repeatable) or --request FILE")
-        metadata = json.loads(kubectl("get", "--raw", _proxy_path(name, namespace, "")))
+        metadata = raw("GET", _proxy_path(name, namespace, ""), what=f"model {name}")
         declared = {i["name"]: i["datatype"] for i in metadata.get("inputs", [])}
-        body = json.dumps({"inputs": parse_inputs(pairs, declared)})
-    answer = json.loads(kubectl("create", "--raw", _proxy_path(name, namespace, "/infer"),
-                                "-f", "-", stdin=body))
+        body = {"inputs": parse_inputs(pairs, declared)}
+    answer = raw("POST", _proxy_path(name, namespace, "/infer"), body, what=f"infer {name}")
     lines = [f"model {answer.get('model_name')} version {answer.get('model_version')}"]
     for output in answer.get("outputs", []):
         data = np.asarray(output.get("data", [])).reshape(output.get("shape") or [-1])
