@@ -8,16 +8,19 @@ count its writes, speak server-side apply, and leave no key material behind.
 from __future__ import annotations
 
 import asyncio
+import functools
 import glob
 import json
 import pathlib
+import ssl
+import subprocess
 import sys
 import textwrap
 
 import yaml
 from aiohttp import web
 
-from modelserve_operator.controllers.cluster import metrics
+from modelserve_operator.controllers.cluster import client, metrics
 from modelserve_operator.controllers.cluster.client import ApiError, Kube
 
 PLUGIN = textwrap.dedent("""\
@@ -123,3 +126,64 @@ async def scenario(tmp_path: pathlib.Path) -> None:
 
 def test_facade_against_a_real_http_server(tmp_path: pathlib.Path) -> None:
     asyncio.run(scenario(tmp_path))
+
+
+def _certificates(tmp_path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path, pathlib.Path]:
+    """A CA and a serving certificate for 127.0.0.1, as the cluster's would be."""
+    ca, key, cert = tmp_path / "ca.crt", tmp_path / "server.key", tmp_path / "server.crt"
+    run = functools.partial(subprocess.run, check=True, capture_output=True)
+    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=test-ca", "-keyout", tmp_path / "ca.key", "-out", ca])
+    run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kubernetes",
+         "-keyout", key, "-out", tmp_path / "server.csr"])
+    (tmp_path / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    run(["openssl", "x509", "-req", "-in", tmp_path / "server.csr", "-CA", ca, "-CAkey",
+         tmp_path / "ca.key", "-CAcreateserial", "-days", "1", "-out", cert,
+         "-extfile", tmp_path / "san.ext"])
+    return ca, key, cert
+
+
+async def in_cluster_scenario(tmp_path: pathlib.Path, monkeypatch) -> None:
+    ca, key, cert = _certificates(tmp_path)
+    server = FakeServer()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", server.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "ca.crt").write_bytes(ca.read_bytes())
+    (account / "token").write_text("token-1")
+    monkeypatch.setattr(client, "SERVICE_ACCOUNT", str(account))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(port))
+    assert client.in_cluster()
+    kube = await Kube.connect()
+    try:
+        obj = {"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "m", "namespace": "ns"}, "spec": {}}
+        await kube.apply(obj)
+        assert server.requests[-1]["auth"] == "Bearer token-1"
+        # The kubelet rotates the projected token; the API server stops taking the old one.
+        (account / "token").write_text("token-2")
+        server.valid_token = "token-2"
+        await kube.apply(obj)
+        assert [r["auth"] for r in server.requests[-2:]] == ["Bearer token-1",
+                                                               "Bearer token-2"]
+        session = await kube.kopf_session()  # TLS verified against the mounted CA
+        async with session.aiohttp_session.get(f"https://127.0.0.1:{port}/api") as answer:
+            assert answer.status == 200
+        await session.aiohttp_session.close()
+    finally:
+        await kube.close()
+        await runner.cleanup()
+
+
+def test_in_cluster_config_follows_a_rotated_token(tmp_path: pathlib.Path, monkeypatch) -> None:
+    asyncio.run(in_cluster_scenario(tmp_path, monkeypatch))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import os
 import shutil
@@ -32,11 +33,12 @@ import aiohttp
 import kopf
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
 
 from modelserve_operator import FIELD_MANAGER
 from modelserve_operator.controllers.cluster import metrics
 
-SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 REQUEST_TIMEOUT = 30.0
 
 # kind -> plural, for the kinds the operator touches.
@@ -84,7 +86,7 @@ def object_path(api_version: str, kind: str, namespace: str | None, name: str | 
 
 def in_cluster() -> bool:
     """Running in a pod with a service account, and no kubeconfig asked for instead."""
-    return (os.path.exists(SERVICE_ACCOUNT_TOKEN) and not os.environ.get("KUBECONFIG")
+    return (os.path.exists(f"{SERVICE_ACCOUNT}/token") and not os.environ.get("KUBECONFIG")
             and bool(os.environ.get("KUBERNETES_SERVICE_HOST")))
 
 
@@ -124,7 +126,11 @@ class Kube:
         config = k8s.Configuration()
         if in_cluster():
             # Re-reads the mounted token once it is a minute old: rotation just works.
-            k8s_config.load_incluster_config(client_configuration=config)
+            loader = InClusterConfigLoader(token_filename=f"{SERVICE_ACCOUNT}/token",
+                                           cert_filename=f"{SERVICE_ACCOUNT}/ca.crt")
+            loader.load_and_set(config)
+            config.refresh_api_key_hook = _token_file_refresher(loader,
+                                                                config.refresh_api_key_hook)
             return cls(k8s.ApiClient(config), _ssl_context(config))
         with memory_dir() as tmp:
             # KUBECONFIG is read now, not when the client was imported; a list of paths
@@ -249,6 +255,18 @@ class Kube:
         meta = obj["metadata"]
         path = object_path(obj["apiVersion"], obj["kind"], meta.get("namespace"))
         return await self._request("POST", path, verb="create", kind=obj["kind"], body=obj)
+
+
+def _token_file_refresher(loader: InClusterConfigLoader, hook: Any) -> Any:
+    """The client's own hook re-reads the mounted token once a minute; after a 401 (the
+    kubelet rotated it, the old one was revoked) it is read again at once."""
+
+    def refresh(config: k8s.Configuration, force: bool = False) -> None:
+        if force:
+            loader.token_expires_at = datetime.datetime.now()
+        hook(config)
+
+    return refresh
 
 
 def _exec_refresher(loader: Any) -> Any:
