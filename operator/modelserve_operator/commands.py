@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import kubernetes
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from modelserve_operator import GROUP, ROLLBACK_STEPS_ANNOTATION, VERSION
@@ -101,6 +102,12 @@ def cluster() -> Cluster:
     return _CLUSTER
 
 
+def _reason(error: Exception) -> str:
+    """The innermost cause: "Connection refused", not urllib3's retry summary."""
+    reason = getattr(error, "reason", None) or error
+    return str(getattr(reason, "__cause__", None) or reason)
+
+
 def _message(error: ApiException) -> str:
     try:
         return json.loads(error.body)["message"]
@@ -113,8 +120,8 @@ def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
     except ApiException as error:
         raise CommandError(f"{what}: {_message(error)}") from None
-    except OSError as error:  # connection refused, DNS, TLS
-        raise CommandError(f"{what}: cannot reach the API server ({error})") from None
+    except (OSError, urllib3.exceptions.HTTPError) as error:  # refused, DNS, TLS, timeout
+        raise CommandError(f"{what}: cannot reach the API server ({_reason(error)})") from None
 
 
 def _ns(namespace: str | None) -> str:
@@ -153,8 +160,8 @@ def raw(method: str, path: str, body: Any = None, what: str = "request") -> Any:
             body=body, auth_settings=["BearerToken"])
         response = api.call_api(method, url, headers, payload)
         response.read()
-    except OSError as error:
-        raise CommandError(f"{what}: cannot reach the API server ({error})") from None
+    except (OSError, urllib3.exceptions.HTTPError) as error:
+        raise CommandError(f"{what}: cannot reach the API server ({_reason(error)})") from None
     text = response.data.decode() if isinstance(response.data, bytes) else response.data
     if not 200 <= response.status < 300:
         try:
