@@ -109,9 +109,11 @@ def _reason(error: Exception) -> str:
 
 
 def _message(error: ApiException) -> str:
+    """The API server's message (or the runtime's {"error": …} through a proxy)."""
     try:
-        return json.loads(error.body)["message"]
-    except (TypeError, ValueError, KeyError):
+        body = json.loads(error.body)
+        return body.get("message") or body.get("error") or str(body)
+    except (TypeError, ValueError, AttributeError):
         return f"HTTP {error.status} {error.reason}"
 
 
@@ -152,23 +154,17 @@ def patch_md(name: str, namespace: str | None, patch: dict[str, Any],
 def raw(method: str, path: str, body: Any = None, what: str = "request") -> Any:
     """A request on an API path the typed client has no method for (a Service proxy),
     with the same configuration and credentials; the JSON answer."""
-    api = cluster().api
     try:
-        method, url, headers, payload, _ = api.param_serialize(
-            method, path, header_params={"Content-Type": "application/json",
+        response = cluster().api.call_api(
+            path, method, header_params={"Content-Type": "application/json",
                                          "Accept": "application/json"},
-            body=body, auth_settings=["BearerToken"])
-        response = api.call_api(method, url, headers, payload)
-        response.read()
+            body=body, auth_settings=["BearerToken"], _preload_content=False,
+            _return_http_data_only=True)
+    except ApiException as error:
+        raise CommandError(f"{what}: HTTP {error.status}: {_message(error)[:500]}") from None
     except (OSError, urllib3.exceptions.HTTPError) as error:
         raise CommandError(f"{what}: cannot reach the API server ({_reason(error)})") from None
-    text = response.data.decode() if isinstance(response.data, bytes) else response.data
-    if not 200 <= response.status < 300:
-        try:
-            detail = json.loads(text).get("message") or json.loads(text).get("error") or text
-        except (ValueError, AttributeError):
-            detail = text
-        raise CommandError(f"{what}: HTTP {response.status}: {str(detail)[:500]}")
+    text = response.data.decode()
     return json.loads(text) if text else None
 
 
@@ -384,8 +380,13 @@ def model_downloads(name: str, namespace: str) -> list[str]:
     operator itself needs no access to logs for this.
     """
     core = cluster().core
-    found = _call("Pods", core.list_namespaced_pod, namespace,
-                  label_selector=f"{DEPLOYMENT}={label_value(name)}")
+    try:
+        found = core.list_namespaced_pod(namespace,
+                                         label_selector=f"{DEPLOYMENT}={label_value(name)}")
+    except ApiException as error:
+        if error.status == 403:  # a user who may not list pods still gets the rest
+            return []
+        raise CommandError(f"Pods: {_message(error)}") from None
     pods = cluster().api.sanitize_for_serialization(found).get("items") or []
     out = []
     for pod in fetching_pods(pods):

@@ -5,6 +5,7 @@ flag the runtime dropped or a value it no longer accepts fails here, not in a po
 from __future__ import annotations
 
 import pathlib
+import re
 
 import pytest
 import yaml
@@ -14,8 +15,13 @@ from modelserve_runtime import config as runtime_config
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
 RENDERS = sorted(p.relative_to(GOLDEN).as_posix() for p in GOLDEN.rglob("*.yaml"))
-# What the runtime reads from its environment, by its own flag table.
-RUNTIME_ENV = {env for _, env, _, _ in runtime_config._OPTIONS}
+RUNTIME_SOURCE = pathlib.Path(runtime_config.__file__).parent
+# What the runtime reads from its environment: its flag table, plus the names its other
+# modules read directly (the fetch cache's pin, engine roles …).
+FLAG_ENV = {env for _, env, _, _ in runtime_config._OPTIONS}
+RUNTIME_ENV = FLAG_ENV | {
+    name for path in RUNTIME_SOURCE.rglob("*.py")
+    for name in re.findall(r'"(MODELSERVE_[A-Z0-9_]+)"', path.read_text())}
 
 
 def runtime_containers(path: pathlib.Path) -> list[dict]:
