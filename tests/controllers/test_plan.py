@@ -2,6 +2,7 @@
 
 from modelserve_operator.api import ModelDeploymentSpec
 from modelserve_operator.controllers.decisions.plan import Inputs, plan
+from modelserve_operator.controllers.decisions.status import typed
 
 CANARY = {"strategy": "Canary", "canary": {"steps": [{"setWeight": 25}, {"pause": {}}]},
           "scaleDownDelaySeconds": 30}
@@ -11,8 +12,8 @@ def inputs(status=None, target=2, ready=None, rollout=None, **kw):
     spec = ModelDeploymentSpec.model_validate(
         {"modelVersion": f"v{target}", "replicas": 4, "rollout": rollout or CANARY})
     ready = ready if ready is not None else {1: 4}
-    base = dict(spec=spec, status=status if status is not None else {"revision": 1,
-                                                                      "modelVersion": "v1"},
+    raw = status if status is not None else {"revision": 1, "modelVersion": "v1"}
+    base = dict(spec=spec, status=typed(raw),
                 target=target, target_version=f"v{target}", total=4, ready=ready,
                 restarts={}, created={r: 100.0 for r in ready}, version_of={1: "v1", 2: "v2"},
                 now=200.0)

@@ -8,10 +8,13 @@ canaries with trivial steps, so one state machine (rollout.advance) covers them 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from modelserve_operator.api import ModelDeploymentSpec
-from modelserve_operator.api.modeldeployment import CanaryStep
+from modelserve_operator.api.modeldeployment import (
+    CanaryStep,
+    ModelDeploymentStatus,
+    RolloutControl,
+)
 from modelserve_operator.controllers.decisions.canary import (
     CanaryState,
     Decision,
@@ -53,7 +56,7 @@ class Inputs:
     """What plan() looks at, gathered by the reconcile."""
 
     spec: ModelDeploymentSpec
-    status: dict[str, Any]
+    status: ModelDeploymentStatus
     target: int
     target_version: str
     total: int                        # replicas wanted in all (spec or HPA)
@@ -87,35 +90,36 @@ def is_rollback(i: Inputs, stable: int) -> bool:
     """
     if i.target == stable or i.steps_requested_for == i.target:
         return False
-    return any(e.get("revision") == i.target and e.get("outcome") in _SERVED
-               for e in i.status.get("history") or ())
+    return any(e.revision == i.target and e.outcome in _SERVED
+               for e in i.status.history or ())
 
 
 def plan(i: Inputs) -> Plan:
     st = i.status
-    stable = st.get("revision")
+    stable = st.revision
     if stable not in i.ready or stable is None:
         stable = None
-    previous = st.get("previousRevision") if st.get("previousRevision") in i.ready else None
-    aborted = st.get("abortedRevision")
-    control = st.get("control") or {}
+    previous = st.previous_revision if st.previous_revision in i.ready else None
+    aborted = st.aborted_revision
+    control = st.control or RolloutControl()
 
     if stable is None or stable == i.target:
         # First rollout, or the spec points at what serves: it is (or becomes) stable.
         p = Plan(i.target, i.target_version, i.total, previous=previous,
-                 previous_retire_at=st.get("previousRetireAt") if previous else None)
-        if st.get("canaryRevision") not in (None, i.target):
-            p.events.append(("CanaryAbandoned", f"canary revision {st['canaryRevision']} "
+                 previous_retire_at=st.previous_retire_at if previous else None)
+        if st.canary_revision not in (None, i.target):
+            p.events.append(("CanaryAbandoned", f"canary revision {st.canary_revision} "
                              f"dropped: the spec points at revision {i.target} again", False))
-        p.consumed_control = bool(control)
+        p.consumed_control = st.control is not None
         return p
 
-    stable_version = i.version_of.get(stable, st.get("modelVersion", ""))
+    stable_version = i.version_of.get(stable, st.model_version or "")
     if i.target == aborted:
         # Rolled back: serve stable until the spec changes (GitOps owns the spec).
         return Plan(stable, stable_version, i.total, aborted=aborted, previous=previous,
-                    previous_retire_at=st.get("previousRetireAt") if previous else None,
-                    problem=_aborted_problem(st, aborted), consumed_control=bool(control))
+                    previous_retire_at=st.previous_retire_at if previous else None,
+                    problem=_aborted_problem(st, aborted),
+                    consumed_control=st.control is not None)
 
     if i.target == previous and i.ready.get(previous, 0) >= i.total:
         # Fast path back: the previous stable is still up, switch to it at once.
@@ -135,25 +139,25 @@ def plan(i: Inputs) -> Plan:
     return _canary(i, stable, stable_version, previous, control)
 
 
-def _aborted_problem(st: dict[str, Any], aborted: int) -> Problem:
-    for condition in st.get("conditions") or ():
-        if condition.get("type") == "Degraded" and condition.get("status") == "True":
-            return Problem(condition["reason"], condition["message"])
+def _aborted_problem(st: ModelDeploymentStatus, aborted: int) -> Problem:
+    for condition in st.conditions or ():
+        if condition.type == "Degraded" and condition.status == "True":
+            return Problem(condition.reason or "RolledBack", condition.message or "")
     return Problem("RolledBack", f"revision {aborted} was rolled back; change the spec to "
                                  f"try a new version")
 
 
 def _canary(i: Inputs, stable: int, stable_version: str, previous: int | None,
-            control: dict[str, Any]) -> Plan:
+            control: RolloutControl) -> Plan:
     st = i.status
     events: list[tuple[str, str, bool]] = []
     rollback = is_rollback(i, stable)
-    if st.get("canaryRevision") == i.target:
-        state = CanaryState(i.target, st.get("currentStep") or 0,
-                            st.get("stepStartedAt") or i.now, st.get("canaryWeight") or 0)
+    if st.canary_revision == i.target:
+        state = CanaryState(i.target, st.current_step or 0,
+                            st.step_started_at or i.now, st.canary_weight or 0)
     else:
-        if st.get("canaryRevision") is not None:
-            events.append(("CanaryAbandoned", f"canary revision {st['canaryRevision']} "
+        if st.canary_revision is not None:
+            events.append(("CanaryAbandoned", f"canary revision {st.canary_revision} "
                            f"abandoned for the newer revision {i.target}", False))
         state = CanaryState(i.target, 0, i.now, 0)
         if rollback:
@@ -171,10 +175,10 @@ def _canary(i: Inputs, stable: int, stable_version: str, previous: int | None,
         canary_restarts=i.restarts.get(i.target, 0), started=i.created.get(i.target, i.now),
         deadline_seconds=i.spec.rollout.progress_deadline_seconds,
         analysis=i.analysis, analysis_message=i.analysis_message,
-        promote=bool(control.get("promote")), promote_full=bool(control.get("promoteFull")),
-        abort=bool(control.get("abort")),
+        promote=bool(control.promote), promote_full=bool(control.promote_full),
+        abort=bool(control.abort),
     ))
-    consumed = bool(control.get("abort") or control.get("promoteFull")
+    consumed = bool(control.abort or control.promote_full
                     or decision.consumed_promote)
 
     if decision.action == "abort":
@@ -214,6 +218,6 @@ def _canary(i: Inputs, stable: int, stable_version: str, previous: int | None,
                 canary=i.target, canary_version=i.target_version,
                 canary_replicas=canary_replicas(i.total, decision.wanted_weight),
                 weight=decision.state.weight, state=decision.state, previous=previous,
-                previous_retire_at=st.get("previousRetireAt") if previous else None,
+                previous_retire_at=st.previous_retire_at if previous else None,
                 consumed_control=consumed, paused=decision.paused, events=events,
                 requeue=decision.requeue, progressing=progressing)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelserve_operator.api.modeldeployment import ModelDeploymentStatus
 from modelserve_operator.controllers.decisions.conditions import Problem, set_condition
 
 
@@ -145,6 +146,17 @@ def kstatus_conditions(phase: str, ready: Verdict, progressing: Verdict,
             ready[1], ready[2])
         return (True, reason, message), not_stalled
     return (False, "Reconciled", "the desired state is reached"), not_stalled
+
+
+_STATUS_FIELDS = frozenset(f.alias or n for n, f in ModelDeploymentStatus.model_fields.items())
+
+
+def typed(raw: dict[str, Any] | None) -> ModelDeploymentStatus:
+    """The stored status read through the model its CRD schema is generated from; a field
+    this operator does not know (one an older one wrote) is left out, as the API server
+    prunes it."""
+    return ModelDeploymentStatus.model_validate(
+        {k: v for k, v in (raw or {}).items() if k in _STATUS_FIELDS})
 
 
 def changed(old: dict[str, Any], new: dict[str, Any]) -> bool:

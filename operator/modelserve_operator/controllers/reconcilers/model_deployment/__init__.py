@@ -27,6 +27,7 @@ from modelserve_operator.controllers.cluster.context import Context
 from modelserve_operator.controllers.decisions import history
 from modelserve_operator.controllers.decisions.conditions import Problem
 from modelserve_operator.controllers.decisions.plan import Inputs, plan
+from modelserve_operator.controllers.decisions.status import typed
 from modelserve_operator.controllers.reconcilers import analysis, autoscaling
 from modelserve_operator.controllers.reconcilers.model_deployment import (
     fallback,
@@ -82,7 +83,7 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     now = ctx.now()
     verdict, analysis_status = await analysis.run(ctx, md, spec, status, target, now)
     decided = plan(Inputs(
-        spec=spec, status=status, target=target, target_version=mv_name,
+        spec=spec, status=typed(status), target=target, target_version=mv_name,
         total=_total_replicas(spec, seen, status),
         ready={r: seen.ready(r) for r in seen.deployments},
         restarts={r: seen.restarts(r) for r in seen.deployments},
