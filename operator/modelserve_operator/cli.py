@@ -32,7 +32,7 @@ def _operator_run(args: argparse.Namespace) -> int:
     prometheus_client.start_http_server(args.metrics_port, addr=args.bind)
     namespaces = [n for ns in args.namespace for n in ns.split(",") if n]
     assert handlers  # imported for its Kopf registrations
-    from modelserve_operator.controllers import leader
+    from modelserve_operator.controllers.cluster import leader
 
     kopf.run(
         standalone=True,

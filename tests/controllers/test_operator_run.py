@@ -27,13 +27,15 @@ def test_in_cluster_login_uses_the_service_address_not_cluster_dns(tmp_path, mon
     """The API server at the `kubernetes` Service's address from the kubelet's environment,
     as client-go does (kubernetes.default.svc would need cluster DNS)."""
     import asyncio
+    import pathlib
 
-    from modelserve_operator.controllers import kube
+    import certifi
+
+    from modelserve_operator.controllers.cluster import client as kube
 
     (tmp_path / "token").write_text("t")
-    (tmp_path / "ca.crt").write_text("")  # not read until a connection is made
+    (tmp_path / "ca.crt").write_bytes(pathlib.Path(certifi.where()).read_bytes())  # any CA
     monkeypatch.setattr(kube, "SERVICE_ACCOUNT", str(tmp_path))
-    monkeypatch.setattr(kube, "_ssl_context", lambda config: None)
     monkeypatch.delenv("KUBECONFIG", raising=False)
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
 
