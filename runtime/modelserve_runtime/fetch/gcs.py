@@ -71,10 +71,11 @@ class GcsSource:
         try:
             if self._blob is None:
                 blob = self._client().bucket(self.bucket_name).blob(self.key)
-                blob.reload()  # size and generation: a retry reads the same generation
+                blob.reload()  # its size and generation
                 self._blob = blob
+            # A retry must read the generation the first attempt read, not a newer upload.
             reader = self._blob.open("rb", chunk_size=8 * CHUNK,
-                                     generation=self._blob.generation)
+                                     if_generation_match=self._blob.generation)
             reader.seek(offset)
         except errors as e:
             raise self._explain(e) from e

@@ -28,21 +28,52 @@ class OciSource:
 
     def __init__(self, uri: ModelUri, auth: RegistryAuth, plain_http: bool = False) -> None:
         import oras.container
-        import oras.provider
 
         self.uri = uri.raw
         separator = "@" if uri.reference.startswith("sha256:") else ":"
         self.container = oras.container.Container(
             f"{uri.repository}{separator}{uri.reference}", registry=uri.registry)
-        self.registry = oras.provider.Registry(hostname=uri.registry, insecure=plain_http,
-                                               auth_backend="token")
-        if auth.docker_config is not None:
-            self.registry.auth.load_configs(self.container, configs=[str(auth.docker_config)])
-        elif auth.username and auth.password:
-            self.registry.auth.set_basic_auth(auth.username, auth.password)
-        else:
-            self.registry.auth.load_configs(self.container)  # ~/.docker/config.json, if any
+        self.auth = auth
+        self.plain_http = plain_http
+        self._registry = None
         self._layer: dict | None = None
+
+    @property
+    def registry(self):
+        """oras's Registry, with the auth backend the registry's challenge asks for.
+
+        oras's token backend answers Bearer challenges (Docker Hub, GHCR, Harbor, ECR);
+        a registry with plain Basic auth (distribution with htpasswd) needs its basic
+        backend, so one unauthenticated GET /v2/ (the distribution spec's version check)
+        reads which scheme the registry wants.
+        """
+        if self._registry is None:
+            import oras.provider
+            import requests
+
+            prefix = "http" if self.plain_http else "https"
+            try:
+                ping = requests.get(f"{prefix}://{self.container.registry}/v2/", timeout=30)
+            except requests.RequestException as e:
+                raise TransientError(f"{self.uri}: {type(e).__name__}: {e}") from e
+            scheme = ping.headers.get("WWW-Authenticate", "").split(" ", 1)[0].lower()
+            registry = oras.provider.Registry(
+                hostname=self.container.registry, insecure=self.plain_http,
+                auth_backend="basic" if scheme == "basic" else "token")
+            if self.auth.docker_config is not None:
+                registry.auth.load_configs(self.container,
+                                           configs=[str(self.auth.docker_config)])
+            elif self.auth.username and self.auth.password:
+                registry.auth.set_basic_auth(self.auth.username, self.auth.password)
+            else:
+                registry.auth.load_configs(self.container)  # ~/.docker/config.json, if any
+            # oras's basic backend fails with AttributeError when it has no credentials
+            # (it has no public "have credentials" query): say what is missing instead.
+            if scheme == "basic" and not getattr(registry.auth, "_basic_auth", None):
+                raise self._denied("the registry asks for a user name and password; none "
+                                   "were found for it")
+            self._registry = registry
+        return self._registry
 
     def _request(self, url: str, headers: dict, stream: bool = False):
         import requests
