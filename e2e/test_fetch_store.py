@@ -17,6 +17,9 @@ import pytest
 
 from e2e.object_store import SeaweedS3
 
+# The command the pod's init container runs, from this environment.
+RUNTIME = str(pathlib.Path(sys.executable).parent / "modelserve-runtime")
+
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> SeaweedS3:
@@ -40,7 +43,7 @@ def run_fetch(*args: str, secret: pathlib.Path | None = None) -> subprocess.Comp
     env["MODELSERVE_STORAGE_SECRET_DIR"] = str(secret or "/nonexistent")
     env["AWS_CONFIG_FILE"] = env["AWS_SHARED_CREDENTIALS_FILE"] = "/nonexistent"
     env["AWS_EC2_METADATA_DISABLED"] = "true"
-    return subprocess.run([sys.executable, "-m", "modelserve_runtime.server", "fetch", *args],
+    return subprocess.run([RUNTIME, "fetch", *args],
                           env=env, capture_output=True, text=True, timeout=180)
 
 
@@ -146,7 +149,7 @@ def test_two_pods_on_one_node_download_once(store, model, tmp_path):
     cache = tmp_path / "node-cache"
     env = {**os.environ, "MODELSERVE_STORAGE_SECRET_DIR": str(secret)}
     pods = [subprocess.Popen(
-        [sys.executable, "-m", "modelserve_runtime.server", "fetch", "--uri", uri, "--sha256",
+        [RUNTIME, "fetch", "--uri", uri, "--sha256",
          digest, "--dest", str(tmp_path / f"pod{i}" / "model.onnx"), "--cache-dir",
          str(cache), "--cache-max-size", "1Gi"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]

@@ -6,6 +6,7 @@ test_s3_store.py); this file pins down the behaviour they all share.
 
 import contextlib
 import hashlib
+import importlib
 
 import pytest
 
@@ -126,3 +127,36 @@ def test_an_existing_file_is_replaced_only_when_verified(tmp_path):
     with pytest.raises(FetchError):
         download(Scripted(), dest, "0" * 64, sleep=no_sleep)
     assert dest.read_bytes() == b"old model"
+
+
+def test_a_failing_disk_stops_the_read_ahead_and_fails(tmp_path, monkeypatch):
+    import threading
+
+    class FullDisk:
+        def __init__(self, real):
+            self.real, self.written = real, 0
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.real.close()
+
+        def write(self, chunk):
+            self.written += len(chunk)
+            if self.written > 200_000:
+                raise OSError(28, "No space left on device")
+            return self.real.write(chunk)
+
+    module = importlib.import_module("modelserve_runtime.fetch.download")
+    real = module.tempfile.NamedTemporaryFile
+    monkeypatch.setattr(module.tempfile, "NamedTemporaryFile",
+                        lambda **kw: FullDisk(real(**kw)))
+    before = threading.active_count()
+    with pytest.raises(OSError, match="No space left"):
+        download(Scripted(), tmp_path / "m", DIGEST, sleep=no_sleep)
+    assert threading.active_count() == before  # the reader thread is gone
+    assert list(tmp_path.iterdir()) == []

@@ -79,3 +79,22 @@ def test_cache_needs_a_digest(tmp_path, capsys):
 def test_bad_cache_size_is_an_argument_error(tmp_path):
     with pytest.raises(SystemExit):
         main(["--uri", "file:///x", "--dest", "/tmp/x", "--cache-max-size", "lots"])
+
+
+def test_the_command_runs_fetch_without_importing_the_server(tmp_path):
+    import subprocess
+    import sys
+
+    source, digest = model(tmp_path)
+    code = (
+        "import sys\n"
+        "from modelserve_runtime.command import main\n"
+        "rc = main(sys.argv[1:])\n"
+        "assert 'modelserve_runtime.server' not in sys.modules, 'server imported'\n"
+        "assert 'numpy' not in sys.modules, 'numpy imported'\n"
+        "sys.exit(rc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, "fetch", "--uri", f"file://{source}",
+                           "--sha256", digest, "--dest", str(tmp_path / "m.onnx")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

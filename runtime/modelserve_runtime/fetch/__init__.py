@@ -66,8 +66,8 @@ def fetch(uri: str, dest: pathlib.Path, sha256: str | None, *,
     if cache_dir is not None and sha256:
         digest = sha256.lower()
         cache = NodeCache(cache_dir, cache_max_bytes)
-        hit = cache.get(digest, lambda path: download(source, path, digest, progress=progress),
-                        dest)
+        hit = cache.get(digest, lambda path: download(source, path, digest, progress=progress,
+                                                      durable=True), dest)
         print(f"fetch: {uri} -> {dest} (sha256 {digest}, node cache "
               f"{'hit: no download' if hit else 'filled'})", flush=True)
         return digest

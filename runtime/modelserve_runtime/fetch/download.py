@@ -11,9 +11,11 @@ import contextlib
 import hashlib
 import os
 import pathlib
+import queue
 import random
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -24,6 +26,7 @@ from .errors import FetchError, TransientError
 from .progress import Progress
 
 CHUNK = 1 << 20  # memory held per download, whatever the model's size
+READ_AHEAD = 8  # chunks in flight between the network reader and the disk writer
 ATTEMPTS = 6  # first try + 5 retries: 1, 2, 4, 8, 16 s apart (plus jitter)
 MAX_DELAY = 30.0
 
@@ -70,8 +73,13 @@ def _backoff(attempt: int) -> float:
 
 def download(source: Source, dest: pathlib.Path, sha256: str | None, *,
              attempts: int = ATTEMPTS, sleep: Callable[[float], None] = time.sleep,
-             progress: Progress | None = None) -> Result:
-    """Write `source` to `dest` (atomically) and return its digest and size."""
+             progress: Progress | None = None, durable: bool = False) -> Result:
+    """Write `source` to `dest` (atomically) and return its digest and size.
+
+    `durable` fsyncs the file before the rename, for files that outlive the pod (the node
+    cache): after a power loss the name must not point at bytes never written. A pod's own
+    emptyDir needs no fsync: after a node restart the init container runs again.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
     progress = progress or Progress(source.uri)
     handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below, renamed after
@@ -81,7 +89,8 @@ def download(source: Source, dest: pathlib.Path, sha256: str | None, *,
         with handle:
             digest, done = _stream_with_retries(source, handle, attempts, sleep, progress)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         actual = digest.hexdigest()
         if sha256 and actual != sha256.lower():
             raise _mismatch(source.uri, sha256.lower(), actual, "spec.model.sha256")
@@ -107,9 +116,8 @@ def _stream_with_retries(source: Source, handle, attempts: int,
         try:
             with source.open(done) as stream:
                 progress.restart(done, stream.total)
-                for chunk in stream.chunks:
+                for chunk in _read_ahead(stream.chunks, digest):
                     handle.write(chunk)
-                    digest.update(chunk)
                     done += len(chunk)
                     progress.advance(len(chunk))
                 if stream.total is not None and done != stream.total:
@@ -127,6 +135,54 @@ def _stream_with_retries(source: Source, handle, attempts: int,
                   f"(attempt {attempt + 1} of {attempts})", file=sys.stderr, flush=True)
             sleep(delay)
     raise AssertionError("unreachable")
+
+
+_END = object()
+
+
+def _read_ahead(chunks: Iterator[bytes], digest) -> Iterator[bytes]:
+    """Yield `chunks`, read and hashed by a second thread up to READ_AHEAD chunks ahead.
+
+    Network reads, SHA-256 and disk writes all release the GIL, so the network, the hash
+    and the disk work at the same time, as in a plain `curl -o`; one thread doing them in
+    turn measured 0.4 of curl's throughput (hack/bench-fetch). The queue bounds memory to
+    READ_AHEAD chunks. The reader's error is raised here, after every chunk it read before
+    it, so the bytes written and the digest always cover the same prefix.
+    """
+    ahead: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for chunk in chunks:
+                digest.update(chunk)
+                if not put(chunk):
+                    return
+            put(_END)
+        except BaseException as e:  # handed to the consumer, raised there
+            put(e)
+
+    reader = threading.Thread(target=read, name="fetch-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while (item := ahead.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()  # the consumer stopped early (a write failed): let the reader go
+        # A reader blocked on the network is not waited for long: it is a daemon, the
+        # download has failed, and closing the stream (the caller's `with`) wakes it.
+        reader.join(timeout=5)
 
 
 def sha256_file(path: str) -> str:
