@@ -50,6 +50,7 @@ class _Item:
     rows: int
     signature: tuple
     future: asyncio.Future = field(repr=False)
+    inline: bool = True  # may run on the event loop (see Batcher._run_inline)
 
 
 @dataclass
@@ -131,11 +132,16 @@ class Batcher:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
 
-    async def submit(self, inputs: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-        """Queue one request of `rows` rows; returns its slice of the batch outputs."""
-        return await self.enqueue(inputs, rows)
+    async def submit(
+        self, inputs: dict[str, np.ndarray], rows: int, inline: bool = True
+    ) -> dict[str, np.ndarray]:
+        """Queue one request of `rows` rows; returns its slice of the batch outputs.
+        `inline=False`: never run it on the event loop (see `_run_inline`)."""
+        return await self.enqueue(inputs, rows, inline)
 
-    def enqueue(self, inputs: dict[str, np.ndarray], rows: int) -> asyncio.Future:
+    def enqueue(
+        self, inputs: dict[str, np.ndarray], rows: int, inline: bool = True
+    ) -> asyncio.Future:
         """`submit` without a coroutine: the engine process answers from the future's
         callback, which saves a task per request on its busiest thread."""
         if self._closed:
@@ -143,7 +149,7 @@ class Batcher:
         if len(self._queue) >= self.max_queue_size:
             raise Overloaded(f"queue full ({self.max_queue_size} requests waiting); retry shortly")
         future = asyncio.get_running_loop().create_future()
-        item = _Item(inputs, rows, signature_of(inputs), future)
+        item = _Item(inputs, rows, signature_of(inputs), future, inline)
         self._queue.append(item)
         self._queued_rows += rows
         self.stats.on_queue_depth(len(self._queue))
@@ -234,6 +240,7 @@ class Batcher:
         estimate = self.duration_estimate
         return (
             len(batch) == 1
+            and batch[0].inline
             and self._running == 1
             and not self._queue
             and estimate is not None

@@ -69,6 +69,10 @@ class InferRequest:
     outputs: list[RequestedOutput] | None = None
     binary_output: bool = False
     parameters: dict[str, Any] = field(default_factory=dict)
+    # True where requests reach the event loop one at a time (gRPC: grpcio hands each
+    # call over separately), so a lone request must not run its batch on the loop: that
+    # would hold back the next call and no batch would ever form (batcher._run_inline).
+    arrives_alone: bool = False
 
 
 def _field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:

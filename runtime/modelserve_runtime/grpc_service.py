@@ -145,6 +145,7 @@ def decode_infer_request(msg: pb.ModelInferRequest) -> InferRequest:
         outputs=outputs,
         binary_output=True,
         parameters={k: _param_value(v) for k, v in msg.parameters.items()},
+        arrives_alone=True,
     )
 
 

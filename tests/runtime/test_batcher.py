@@ -293,3 +293,22 @@ def test_inline_is_off_at_zero_and_for_slow_models() -> None:
             await batcher.close()
 
     run(scenario())
+
+
+def test_requests_that_arrive_alone_never_run_on_the_loop() -> None:
+    # gRPC hands calls over one at a time: a lone one run on the loop would hold back the
+    # next, so those are always given to a worker thread (inline=False).
+    async def scenario() -> None:
+        backend = ThreadRecordingBackend()
+        batcher = Batcher(
+            backend, max_batch_size=4, max_queue_delay_s=0, max_queue_size=10, inline_below_s=60
+        )
+        batcher.start()
+        for _ in range(3):
+            await batcher.submit(rows(1), 1, inline=False)
+        assert threading.current_thread().name not in backend.threads
+        await batcher.submit(rows(1), 1)  # the same lone request from HTTP: inline
+        assert backend.threads[-1] == threading.current_thread().name
+        await batcher.close()
+
+    run(scenario())
