@@ -213,6 +213,9 @@ def run_level(served: Served, protocol: str, body: bytes, headers: dict[str, str
         wall = time.time() - t0
     r = json.loads(out.stdout)
     r["srv_cores"] = (served.cpu_s() - cpu0) / wall
+    # CPU time per answered request: on a shared machine a fairer efficiency figure than
+    # req/s, which also moves with whatever else holds the server's core.
+    r["cpu_us_per_req"] = r["srv_cores"] * wall / max(1, r["throughput"] * args.duration) * 1e6
     return r
 
 
@@ -253,7 +256,7 @@ def main(argv: list[str]) -> int:
           f"{args.server_cpus}, load generator on {args.loadgen_cpus}; "
           f"{args.warmup:g}+{args.duration:g} s per level")
     print(f"{'system':<12} {'protocol':<10} {'conc':>5} {'req/s':>9} {'p50 ms':>8} "
-          f"{'p99 ms':>8} {'errors':>6} {'srv cpu':>7}")
+          f"{'p99 ms':>8} {'errors':>6} {'srv cpu':>7} {'cpu us/req':>10}")
     for round_no in range(args.rounds):
         for starter in (start_modelserve, start_kserve):
             served = starter(model_path, args, args.out)
@@ -268,22 +271,32 @@ def main(argv: list[str]) -> int:
                         print(f"{served.name:<12} {protocol:<10} {conc:>5} "
                               f"{r['throughput']:>9.0f} {r['p50_ms'] or float('nan'):>8.2f} "
                               f"{r['p99_ms'] or float('nan'):>8.2f} {r['errors']:>6} "
-                              f"{r['srv_cores']:>7.2f}", flush=True)
+                              f"{r['srv_cores']:>7.2f} {r['cpu_us_per_req']:>10.0f}", flush=True)
             finally:
                 served.stop()
 
-    print("\nratios (modelserve / KServe ModelServer, same protocol, same run; target >= 3x "
-          "at c=64):")
+    print("\nmodelserve vs KServe ModelServer, same protocol, same run (target: >= 3x req/s "
+          "at c=64); medians over rounds, range if more than one:")
+    print(f"  {'protocol':<10} {'conc':<6} {'req/s ratio':>16} {'cpu/req ratio (peer/ours)':>28}")
+
+    def pick(system: str, protocol: str, conc: int, key: str) -> list[float]:
+        return [r[key] for r in rows if r["system"] == system and r["protocol"] == protocol
+                and r["concurrency"] == conc]
+
+    def show(ratios: list[float]) -> str:
+        span = f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
+        return f"{np.median(ratios):.2f}x{span}"
+
     for protocol in bodies:
         for conc in levels:
-            ours = [r["throughput"] for r in rows if r["system"] == "modelserve"
-                    and r["protocol"] == protocol and r["concurrency"] == conc]
-            peer = [r["throughput"] for r in rows if r["system"] == "kserve"
-                    and r["protocol"] == protocol and r["concurrency"] == conc]
-            ratios = [a / b for a, b in zip(ours, peer, strict=True) if b]
-            if ratios:
-                span = f"{min(ratios):.2f}-{max(ratios):.2f}" if len(ratios) > 1 else ""
-                print(f"  {protocol:<10} c={conc:<4} {np.median(ratios):6.2f}x {span}")
+            ours = pick("modelserve", protocol, conc, "throughput")
+            peer = pick("kserve", protocol, conc, "throughput")
+            speed = [a / b for a, b in zip(ours, peer, strict=True) if b]
+            ours_cpu = pick("modelserve", protocol, conc, "cpu_us_per_req")
+            peer_cpu = pick("kserve", protocol, conc, "cpu_us_per_req")
+            cost = [b / a for a, b in zip(ours_cpu, peer_cpu, strict=True) if a]
+            if speed and cost:
+                print(f"  {protocol:<10} c={conc:<4} {show(speed):>16} {show(cost):>28}")
     with open(os.path.join(args.out, "cpu-results.json"), "w") as f:
         json.dump(rows, f, indent=1)
     print(f"\nwrote {os.path.join(args.out, 'cpu-results.json')}")

@@ -73,6 +73,9 @@ class InferRequest:
     # call over separately), so a lone request must not run its batch on the loop: that
     # would hold back the next call and no batch would ever form (batcher._run_inline).
     arrives_alone: bool = False
+    # Set with arrives_alone when other calls were in progress as this one arrived: the
+    # batcher then lets a batch wait briefly for them even on an idle device.
+    company_expected: bool = False
 
 
 def _field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:

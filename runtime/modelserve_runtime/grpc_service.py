@@ -171,6 +171,7 @@ class InferenceService:
     def __init__(self, server: RuntimeServer) -> None:
         self.server = server
         self.settings = server.settings
+        self.calls = 0  # ModelInfer calls in progress
 
     # --- plumbing -------------------------------------------------------------------
     def handler(self) -> grpc.GenericRpcHandler:
@@ -265,6 +266,7 @@ class InferenceService:
         started = time.perf_counter()
         status, key_id, label_model, known = 500, None, "_unknown", False
         request_id = model_name = version = None
+        self.calls += 1
         server.inflight += 1
         server.inflight_gauge.inc()
         try:
@@ -277,6 +279,7 @@ class InferenceService:
                 raise InferenceError("the server is shutting down", 503)
             model = server.lookup(model_name, version)
             request = decode_infer_request(msg)
+            request.company_expected = self.calls > 1
             request_id = request.id
             outputs = await model.infer(request)
             response = encode_infer_response(model.name, model.version, outputs, request.id)
@@ -297,6 +300,7 @@ class InferenceService:
                 grpc.StatusCode.INTERNAL, "internal error during inference; see the server log"
             )
         finally:
+            self.calls -= 1
             server.inflight -= 1
             server.inflight_gauge.dec()
             if status != 401:  # as over HTTP, where auth fails before the handler counts

@@ -137,7 +137,9 @@ class Model:
         if not self.ready or self.batcher is None:
             raise Unavailable(f"model {self.name!r} is not ready")
         feeds, rows = self.validate(request)
-        results = await self.batcher.submit(feeds, rows, inline=not request.arrives_alone)
+        results = await self.batcher.submit(
+            feeds, rows, inline=not request.arrives_alone, company=request.company_expected
+        )
         return self.select_outputs(request, results)
 
     def select_outputs(

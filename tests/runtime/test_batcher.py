@@ -312,3 +312,26 @@ def test_requests_that_arrive_alone_never_run_on_the_loop() -> None:
         await batcher.close()
 
     run(scenario())
+
+
+def test_requests_expecting_company_wait_for_it_on_an_idle_device() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend()
+        # An hour-long delay: only the batch filling up can end the wait.
+        batcher = Batcher(backend, max_batch_size=3, max_queue_delay_s=3600, max_queue_size=10)
+        batcher.start()
+        first = asyncio.create_task(batcher.submit(rows(1), 1, inline=False, company=True))
+        await asyncio.sleep(0.01)
+        assert backend.calls == 0  # idle device, yet it waits: more are said to be coming
+        rest = [
+            asyncio.create_task(batcher.submit(rows(1), 1, inline=False, company=True))
+            for _ in range(2)
+        ]
+        await asyncio.gather(first, *rest)
+        assert backend.batches == [3]
+        # Without the hint an idle device takes a lone request at once (else: an hour).
+        await batcher.submit(rows(1), 1, inline=False)
+        assert backend.batches == [3, 1]
+        await batcher.close()
+
+    run(scenario())
