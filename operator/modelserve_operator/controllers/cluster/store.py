@@ -34,6 +34,13 @@ def slim(kind: str, body: dict[str, Any]) -> dict[str, Any]:
                  "state": c.get("state", {})}
                 for c in status.get("containerStatuses", [])
             ],
+            # The model fetch: its termination message says why a model cannot be served
+            # (decisions/conditions.py), and its restarts count as the canary's.
+            "initContainerStatuses": [
+                {"name": c.get("name"), "restartCount": c.get("restartCount", 0),
+                 "state": c.get("state", {}), "lastState": c.get("lastState", {})}
+                for c in status.get("initContainerStatuses", [])
+            ],
         }
     elif kind in ("ModelDeployment", "ModelVersion"):
         out["spec"] = body.get("spec", {})

@@ -50,8 +50,11 @@ class Observation:
         return (dep or {}).get("status", {}).get("readyReplicas", 0) or 0
 
     def restarts(self, revision: int) -> int:
+        """Container restarts, the model fetch's included: a fetch that failed (after its
+        own retries) is as sure a sign of a broken version as a crashing runtime."""
         return sum(c.get("restartCount", 0) for p in self.pods.get(revision, [])
-                   for c in p.get("status", {}).get("containerStatuses", []))
+                   for kind in ("containerStatuses", "initContainerStatuses")
+                   for c in p.get("status", {}).get(kind, []))
 
     def created(self, revision: int | None) -> float | None:
         dep = self.deployments.get(revision or -1)
