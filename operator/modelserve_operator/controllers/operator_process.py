@@ -57,12 +57,22 @@ class State:
 STATE = State()
 
 
+class EventsOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """Kopf deep-copies every watched object on every event to build the "essence" that
+    its change-detecting handlers (create/update/field) compare. The operator registers
+    only event handlers, so it needs no essence: profiled at 300 models, the copies took
+    about half of the operator's CPU."""
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        return {}
+
+
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
     """Kopf settings chosen for zero steady-state writes and a small footprint."""
     settings.persistence.finalizer = "modelserve.io/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix="modelserve.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = EventsOnlyDiffBase(
         prefix="modelserve.io", key="last-handled-configuration")
     # Kopf would post every INFO log line as an Event (one API write each); the
     # operator posts its own Events for transitions that matter.
