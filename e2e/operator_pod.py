@@ -25,8 +25,10 @@ DEPLOYMENT = "modelserve"  # the chart's fullname for release "modelserve"
 METRICS_PORT = 8080
 
 
-def image_refs() -> dict[str, str]:
-    out = subprocess.run([str(ROOT / "hack" / "build-images"), "--refs"], check=True,
+def imported_images() -> dict[str, str]:
+    """Build (cached) and import this tree's images into the real node; their references.
+    One call gives both, so a tree that changes meanwhile cannot split them."""
+    out = subprocess.run([str(ROOT / "hack" / "cluster"), "images"], check=True,
                          capture_output=True, text=True).stdout
     return dict(line.split("=", 1) for line in out.split())
 
@@ -41,9 +43,7 @@ class OperatorPod:
         self._logs: dict[str, str] = {}  # pod/container-start -> log, kept across restarts
 
     def install(self) -> None:
-        # The images of this tree, built and imported if the cluster predates a change.
-        subprocess.run([str(ROOT / "hack" / "cluster"), "images"], check=True)
-        refs = image_refs()
+        refs = imported_images()  # the cluster may predate a change to the tree
         repository, tag = refs["MODELSERVE_OPERATOR_IMAGE"].rsplit(":", 1)
         self.kubectl.run("create", "namespace", NAMESPACE, check=False)
         self.kubectl.run("label", "--overwrite", "namespace", NAMESPACE,
@@ -58,9 +58,11 @@ class OperatorPod:
             **self.values,
         }
         args = [arg for k, v in values.items() for arg in ("--set", f"{k}={v}")]
-        subprocess.run([self.helm, "upgrade", "--install", RELEASE, str(CHART), "-n", NAMESPACE,
-                        "--wait", "--timeout", "180s", *args], check=True, capture_output=True,
-                       text=True, env=self.kubectl.env)
+        helm = subprocess.run([self.helm, "upgrade", "--install", RELEASE, str(CHART), "-n",
+                               NAMESPACE, "--wait", "--timeout", "180s", *args],
+                              capture_output=True, text=True, env=self.kubectl.env)
+        if helm.returncode != 0:
+            raise AssertionError(f"helm upgrade --install: {helm.stderr}\n{self.describe()}")
         self.wait_leader()
 
     # -- the OperatorProcess interface -----------------------------------------------------

