@@ -185,3 +185,78 @@ def test_negative_header_length_says_so(strict: Server) -> None:
     )
     assert resp.status == 400
     assert resp.json()["error"] == "Inference-Header-Content-Length must be a length >= 0, got -5"
+
+
+def build_slow_model(path: Path, width: int = 2048, layers: int = 400) -> None:
+    """x [batch, width] through `layers` MatMuls with one identity matrix: a model that
+    reads 6 GB of weights per row (tenths of a second on one CPU thread), so a client
+    can give up while its batch runs."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, prev = [], "x"
+    for i in range(layers):
+        out = "y" if i == layers - 1 else f"h{i}"
+        nodes.append(helper.make_node("MatMul", [prev, "W"], [out]))
+        prev = out
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
+        [numpy_helper.from_array(np.eye(width, dtype=np.float32), "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+@pytest.fixture(scope="module")
+def slow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("slow")
+    build_slow_model(tmp / "slow.onnx")
+    srv = start_server(tmp, tmp / "slow.onnx", "--max-batch-size", "1")
+    yield srv
+    assert stop_server(srv) == 0, srv.stderr_path.read_text()
+
+
+def test_clients_giving_up_while_their_batch_runs_are_499(slow: Server) -> None:
+    grpcclient = pytest.importorskip("tritonclient.grpc")
+    from tritonclient.utils import InferenceServerException
+
+    x = np.ones((1, 2048), np.float32)
+    # gRPC: the client's deadline passes while the model runs; grpcio cancels the call.
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{slow.grpc_port}")
+    inp = grpcclient.InferInput("x", [1, 2048], "FP32")
+    inp.set_data_from_numpy(x)
+    with pytest.raises(InferenceServerException) as info:
+        client.infer("tiny", [inp], client_timeout=0.01)
+    assert info.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+    client.close()
+    # HTTP: the whole request is sent, then the client hangs up before the answer.
+    body = json.dumps(
+        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2048], "data": [1] * 2048}]}
+    ).encode()
+    head = (
+        f"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    sock = raw_connection(slow, head + body)
+    # Hang up once the server is running it (a request dropped before its handler
+    # starts is never seen, so never counted).
+    running = 'modelserve_inflight_requests{model="tiny"} 1.0'
+    deadline = time.monotonic() + 30
+    while running not in metrics(slow):
+        assert time.monotonic() < deadline, metrics(slow)
+        time.sleep(0.01)
+    sock.close()
+    prefix = 'modelserve_requests_total{model="tiny",status="499"'
+    deadline = time.monotonic() + 30
+    while counter(metrics(slow), prefix) < 2:
+        assert time.monotonic() < deadline, metrics(slow)
+        time.sleep(0.05)
+    text = metrics(slow)
+    assert counter(text, prefix) == 2 and 'status="5' not in text
+    stderr = slow.stderr_path.read_text()
+    assert "Traceback" not in stderr and "inference failed" not in stderr
+    protocols = sorted(r["protocol"] for r in audit_lines(slow) if r["status"] == 499)
+    assert protocols == ["grpc", "http"]
