@@ -222,43 +222,78 @@ class InferenceService:
         return pb.ServerReadyResponse(ready=self.server.model.ready and not self.server.draining)
 
     async def model_ready(self, raw: bytes, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            self._authorize(context)
+        def answer() -> tuple[Any, str | None]:
             msg = _parse(pb.ModelReadyRequest, raw)
-        except InferenceError as exc:
-            await self._abort(context, exc)
-        try:
-            model = self.server.lookup(msg.name, msg.version or None)
-        except InferenceError:  # not a model we serve: not ready (as clients see a 404)
-            return pb.ModelReadyResponse(ready=False)
-        return pb.ModelReadyResponse(ready=model.ready and not self.server.draining)
+            try:
+                model = self.server.lookup(msg.name, msg.version or None)
+            except InferenceError:  # not a model we serve: not ready (clients see a 404)
+                return pb.ModelReadyResponse(ready=False), msg.name
+            ready = model.ready and not self.server.draining
+            return pb.ModelReadyResponse(ready=ready), msg.name
+
+        return await self._described("ModelReady", raw, context, answer)
 
     async def server_metadata(self, raw: bytes, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            self._authorize(context)
-        except InferenceError as exc:
-            await self._abort(context, exc)
-        return pb.ServerMetadataResponse(
-            name="modelserve", version=__version__, extensions=["binary_tensor_data"]
-        )
+        def answer() -> tuple[Any, str | None]:
+            response = pb.ServerMetadataResponse(
+                name="modelserve", version=__version__, extensions=["binary_tensor_data"]
+            )
+            return response, None
+
+        return await self._described("ServerMetadata", raw, context, answer)
 
     async def model_metadata(self, raw: bytes, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            self._authorize(context)
+        def answer() -> tuple[Any, str | None]:
             msg = _parse(pb.ModelMetadataRequest, raw)
             model = self.server.lookup(msg.name, msg.version or None)
             if not model.ready:
                 raise InferenceError(f"model {model.name!r} is not ready", 503)
+            meta = model.metadata()
+            response = pb.ModelMetadataResponse(
+                name=model.name,
+                versions=meta["versions"],
+                platform=meta["platform"],
+                inputs=meta["inputs"],
+                outputs=meta["outputs"],
+            )
+            return response, model.name
+
+        return await self._described("ModelMetadata", raw, context, answer)
+
+    async def _described(
+        self,
+        method: str,
+        raw: bytes,
+        context: grpc.aio.ServicerContext,
+        answer: Callable[[], tuple[Any, str | None]],
+    ) -> Any:
+        """API key, error codes and the audit line for the calls that describe the
+        server and its model (audited like their HTTP twins; health is not)."""
+        started = time.perf_counter()
+        status, key_id, model_name = 500, None, None
+        try:
+            key_id = self._authorize(context)
+            response, model_name = answer()
+            status = 200
+            return response
         except InferenceError as exc:
+            status = exc.status
             await self._abort(context, exc)
-        meta = model.metadata()
-        return pb.ModelMetadataResponse(
-            name=model.name,
-            versions=meta["versions"],
-            platform=meta["platform"],
-            inputs=meta["inputs"],
-            outputs=meta["outputs"],
-        )
+        finally:
+            self.server.audit_record(
+                ts=round(time.time(), 3),
+                protocol="grpc",
+                remote=context.peer(),
+                method=method,
+                path=f"/{SERVICE}/{method}",
+                key_id=key_id,
+                model=model_name[:200] if model_name is not None else None,
+                version=None,
+                status=status,
+                latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                request_id=None,
+                bytes_in=len(raw),
+            )
 
     # --- inference ------------------------------------------------------------------
     async def model_infer(self, raw: bytes, context: grpc.aio.ServicerContext) -> Any:
