@@ -15,7 +15,7 @@ import pytest
 
 from .conftest import Server, start_server, stop_server
 
-HEADER_TIMEOUT_S = 1.0
+HEADER_TIMEOUT_S = 3.0  # long enough to fill the house before any is timed out
 BODY_TIMEOUT_S = 1.0
 MAX_CONNECTIONS = 40
 
@@ -74,15 +74,31 @@ def counter(text: str, prefix: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
 
 
-def audit_lines(srv: Server) -> list[dict]:
-    time.sleep(0.2)  # the audit log is flushed every 50 ms
-    return [json.loads(line) for line in srv.stdout_path.read_text().splitlines() if line]
+def wait_until_running(srv: Server) -> None:
+    """Until the server is handling one request: a request dropped before its handler
+    starts is never seen, so never counted."""
+    deadline = time.monotonic() + 30
+    while 'modelserve_inflight_requests{model="tiny"} 1.0' not in metrics(srv):
+        assert time.monotonic() < deadline, metrics(srv)
+        time.sleep(0.01)
+
+
+def audit_lines(srv: Server, status: int, count: int) -> list[dict]:
+    """The audit records with `status`, once there are `count` of them (the log is
+    flushed every 50 ms)."""
+    deadline = time.monotonic() + 30
+    while True:
+        lines = srv.stdout_path.read_text().splitlines()
+        records = [r for r in map(json.loads, filter(None, lines)) if r["status"] == status]
+        if len(records) >= count or time.monotonic() > deadline:
+            return records
+        time.sleep(0.05)
 
 
 def test_client_hanging_up_mid_body_is_499_not_a_server_error(strict: Server) -> None:
     before = counter(metrics(strict), 'modelserve_requests_total{model="tiny",status="499"')
     sock = raw_connection(strict, partial_infer(5))
-    time.sleep(0.2)  # the handler is reading the body when the client goes
+    wait_until_running(strict)  # the handler is reading the body when the client goes
     sock.close()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -94,7 +110,7 @@ def test_client_hanging_up_mid_body_is_499_not_a_server_error(strict: Server) ->
     assert 'status="5' not in text
     stderr = strict.stderr_path.read_text()
     assert "Traceback" not in stderr and "inference failed" not in stderr
-    aborted = [r for r in audit_lines(strict) if r["status"] == 499]
+    aborted = audit_lines(strict, 499, 1)
     # bytes_in is what arrived (5), not the Content-Length claimed (100).
     assert aborted and aborted[-1]["bytes_in"] == 5 and aborted[-1]["protocol"] == "http"
 
@@ -241,13 +257,7 @@ def test_clients_giving_up_while_their_batch_runs_are_499(slow: Server) -> None:
         f"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
     sock = raw_connection(slow, head + body)
-    # Hang up once the server is running it (a request dropped before its handler
-    # starts is never seen, so never counted).
-    running = 'modelserve_inflight_requests{model="tiny"} 1.0'
-    deadline = time.monotonic() + 30
-    while running not in metrics(slow):
-        assert time.monotonic() < deadline, metrics(slow)
-        time.sleep(0.01)
+    wait_until_running(slow)
     sock.close()
     prefix = 'modelserve_requests_total{model="tiny",status="499"'
     deadline = time.monotonic() + 30
@@ -258,5 +268,5 @@ def test_clients_giving_up_while_their_batch_runs_are_499(slow: Server) -> None:
     assert counter(text, prefix) == 2 and 'status="5' not in text
     stderr = slow.stderr_path.read_text()
     assert "Traceback" not in stderr and "inference failed" not in stderr
-    protocols = sorted(r["protocol"] for r in audit_lines(slow) if r["status"] == 499)
+    protocols = sorted(r["protocol"] for r in audit_lines(slow, 499, 2))
     assert protocols == ["grpc", "http"]
