@@ -57,7 +57,10 @@ class Settings:
     header_timeout_s: float = 10.0
     body_timeout_s: float = 60.0
     max_connections: int = 1000
-    keepalive_timeout_s: float = 75.0
+    # Longer than the hour Envoy (Istio, most gateways) keeps an idle upstream connection:
+    # the proxy closes first, never racing a request into a connection we are closing.
+    # Idle connections cannot pile up: a new one must send a request in header_timeout_s.
+    keepalive_timeout_s: float = 3630.0
     device: str = "cuda"
     warmup: bool = True
     drain_timeout_s: float = 30.0

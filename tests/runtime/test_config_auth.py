@@ -38,6 +38,10 @@ def test_backend_follows_format_when_not_given() -> None:
         ([*BASE, "--precision", "fp8"], {}, "--precision must be one of"),
         ([*BASE, "--tls-cert", "/c"], {}, "together"),
         (BASE, {"MODELSERVE_INSTANCES": "-1"}, "--instances must be in 0..16"),
+        ([*BASE, "--grpc-port", "8080"], {}, "--grpc-port must be in 0..65535"),
+        (BASE, {"MODELSERVE_HEADER_TIMEOUT_S": "0"}, "--header-timeout-s must be > 0"),
+        ([*BASE, "--body-timeout-s", "-1"], {}, "--body-timeout-s must be > 0"),
+        ([*BASE, "--max-connections", "0"], {}, "--max-connections must be >= 1"),
         (BASE, {"MODELSERVE_BACKEND": "tvm"}, "--backend must be one of"),
     ],
 )
@@ -69,3 +73,12 @@ def test_presented_key_headers() -> None:
     assert presented_key({"Authorization": "Bearer abc"}) == "abc"
     assert presented_key({"X-API-Key": "xyz"}) == "xyz"
     assert presented_key({}) is None
+
+
+def test_misbehaving_client_limits_have_defaults_and_env() -> None:
+    s = load_settings(BASE, {})
+    assert (s.grpc_port, s.header_timeout_s, s.body_timeout_s) == (8081, 10.0, 60.0)
+    assert (s.max_connections, s.keepalive_timeout_s) == (1000, 3630.0)
+    env = {"MODELSERVE_GRPC_PORT": "0", "MODELSERVE_MAX_CONNECTIONS": "50"}
+    s = load_settings(BASE, env)
+    assert (s.grpc_port, s.max_connections) == (0, 50)
