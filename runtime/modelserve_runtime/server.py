@@ -200,7 +200,7 @@ class RuntimeServer:
                     method=request.method,
                     path=path if len(path) <= 200 else path[:200] + "...",
                     key_id=key_id,
-                    model=request.match_info.get("model"),
+                    model=(request.match_info.get("model") or "")[:200] or None,
                     version=request.match_info.get("version")
                     or (self.settings.model_version if "model" in request.match_info else None),
                     # The inference handler's own verdict wins: a 200 that could not be
