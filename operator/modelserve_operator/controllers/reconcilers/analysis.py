@@ -8,6 +8,7 @@ from typing import Any
 import aiohttp
 
 from modelserve_operator.api import ModelDeploymentSpec
+from modelserve_operator.api.modeldeployment import ModelDeploymentStatus
 from modelserve_operator.controllers.cluster.context import Context
 from modelserve_operator.controllers.decisions.analysis import (
     Verdict,
@@ -34,15 +35,15 @@ async def close() -> None:
 
 
 async def run(ctx: Context, md: dict[str, Any], spec: ModelDeploymentSpec,
-              status: dict[str, Any], target: int, now: float,
+              status: ModelDeploymentStatus, target: int, now: float,
               ) -> tuple[Verdict | None, dict[str, Any] | None]:
     """(verdict, status.analysis) when the running canary is on an analysis step."""
     canary = spec.rollout.canary
     if spec.rollout.strategy != "Canary" or canary is None:
         return None, None
-    if status.get("canaryRevision") != target:
+    if status.canary_revision != target:
         return None, None
-    step = status.get("currentStep") or 0
+    step = status.current_step or 0
     if step >= len(canary.steps) or canary.steps[step].analysis is None:
         return None, None
     wanted = canary.steps[step].analysis.metrics or []
@@ -54,16 +55,16 @@ async def run(ctx: Context, md: dict[str, Any], spec: ModelDeploymentSpec,
                               f"{', '.join(missing)}, not defined in "
                               f"spec.rollout.analysis.metrics"), None
     metrics = [defined[n] for n in wanted]
-    before = status.get("analysis") or {}
-    taken: list[dict[str, Any]] = list(before.get("measurements") or []) if (
-        before.get("revision") == target and before.get("step") == step) else []
+    before = status.analysis
+    taken: list[dict[str, Any]] = [m.wire() for m in before.measurements or []] if (
+        before is not None and before.revision == target and before.step == step) else []
     verdict = judge(metrics, taken, now)
     meta = md["metadata"]
     values = {"namespace": meta["namespace"], "deployment": meta["name"],
-              "revision": str(target), "version": status.get("canaryModelVersion") or "",
+              "revision": str(target), "version": status.canary_model_version or "",
               "canary": deployment_name(meta["name"], target, "canary"),
-              "stable_revision": str(status.get("revision") or ""),
-              "stable": deployment_name(meta["name"], status.get("revision") or 0, "stable")}
+              "stable_revision": str(status.revision or ""),
+              "stable": deployment_name(meta["name"], status.revision or 0, "stable")}
     for metric in (m for m in metrics if m.name in verdict.due):
         address = metric.prometheus.address or ctx.prometheus_url
         query = render_query(metric.prometheus.query, **values)

@@ -81,9 +81,10 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     owned_mvs = ctx.store.owned("ModelVersion", namespace, name)
     target = history.revision_for(mv_name, list(seen.deployments.values()), past, owned_mvs)
     now = ctx.now()
-    verdict, analysis_status = await analysis.run(ctx, md, spec, status, target, now)
+    stored = typed(status)
+    verdict, analysis_status = await analysis.run(ctx, md, spec, stored, target, now)
     decided = plan(Inputs(
-        spec=spec, status=typed(status), target=target, target_version=mv_name,
+        spec=spec, status=stored, target=target, target_version=mv_name,
         total=_total_replicas(spec, seen, status),
         ready={r: seen.ready(r) for r in seen.deployments},
         restarts={r: seen.restarts(r) for r in seen.deployments},
