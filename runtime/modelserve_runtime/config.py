@@ -11,13 +11,9 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-FORMATS = ("onnx", "torchscript", "tensorrt-plan")
-BACKENDS = ("onnxruntime", "torch", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-TORCH_COMPILE = ("auto", "off", "default", "max-autotune")
+from .contract import BACKENDS, DEFAULT_BACKEND, FORMATS, PRECISIONS  # the operator's too
 
-# Which backend serves a format when the operator does not say.
-DEFAULT_BACKEND = {"onnx": "onnxruntime", "torchscript": "torch", "tensorrt-plan": "tensorrt"}
+TORCH_COMPILE = ("auto", "off", "default", "max-autotune")
 
 
 class ConfigError(ValueError):

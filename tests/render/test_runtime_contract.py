@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import pathlib
 import re
+import typing
 
 import pytest
 import yaml
 
+from modelserve_operator.api.modelversion import Backend, ModelFormat, Precision
 from modelserve_operator.render.pod import CONTRACT_ENV
 from modelserve_runtime import config as runtime_config
+from modelserve_runtime import contract
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
 RENDERS = sorted(p.relative_to(GOLDEN).as_posix() for p in GOLDEN.rglob("*.yaml"))
@@ -55,3 +58,18 @@ def test_golden_render_parses_as_runtime_settings(name):
         assert settings.backend == env["MODELSERVE_BACKEND"]
         ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
         assert settings.port == ports["http"]
+
+
+def test_the_api_offers_what_the_runtime_serves():
+    """ModelVersion's formats, backends and precisions are the contract's."""
+    assert set(typing.get_args(ModelFormat)) == set(contract.FORMATS)
+    assert set(typing.get_args(Backend)) == set(contract.BACKENDS)
+    assert set(typing.get_args(Precision)) == set(contract.PRECISIONS)
+    assert set(contract.DEFAULT_BACKEND) == set(contract.FORMATS)
+
+
+def test_contract_env_names_are_the_runtime_flags_env():
+    """Every variable the contract names is one the runtime reads (flag table or source)."""
+    names = {v for k, v in vars(contract).items() if k.isupper() and isinstance(v, str)
+             and v.startswith("MODELSERVE_")}
+    assert names - RUNTIME_ENV == set()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from modelserve_operator.api.modeldeployment import ModelCache
 from modelserve_operator.api.modelversion import ModelArtifact
 from modelserve_operator.render.settings import RenderSettings
+from modelserve_runtime import contract
 
 MODEL_DIR = "/models"
 MODEL_VOLUME = "model"
@@ -18,7 +19,7 @@ CACHE_VOLUME = "model-cache"
 NODE_CACHE_DIR = "/model-cache"
 # The runtime holds a shared lock on its model's cache entry so that eviction on the node
 # skips it (modelserve_runtime/fetch/cache.py); it still serves its own copy in MODEL_DIR.
-CACHE_ENTRY_ENV = "MODELSERVE_MODEL_CACHE_ENTRY"
+CACHE_ENTRY_ENV = contract.MODEL_CACHE_ENTRY
 
 
 def cache_entry(artifact: ModelArtifact) -> str:
@@ -95,7 +96,7 @@ def fetch_volumes(artifact: ModelArtifact, node_cache: bool,
 def fetch_command(artifact: ModelArtifact, node_cache: bool = False,
                   settings: RenderSettings | None = None) -> list[str]:
     """The init container's command: a digest mismatch fails it, so the pod never serves."""
-    command = ["modelserve-runtime", "fetch", "--uri", artifact.uri]
+    command = [contract.COMMAND, contract.FETCH, "--uri", artifact.uri]
     if artifact.sha256:
         command += ["--sha256", artifact.sha256]
     s3 = artifact.s3

@@ -15,6 +15,7 @@ from modelserve_operator.api.modeldeployment import (
 from modelserve_operator.api.modelversion import GPU, ModelVersionSpec
 from modelserve_operator.render import labels, merge, model
 from modelserve_operator.render.settings import RenderSettings
+from modelserve_runtime import contract
 
 RUNTIME_CONTAINER = "runtime"
 FETCH_CONTAINER = "fetch-model"
@@ -45,25 +46,25 @@ RUNTIME_DRAIN_SECONDS = 30
 TERMINATION_GRACE_SECONDS = PRESTOP_SLEEP_SECONDS + RUNTIME_DRAIN_SECONDS + 5
 
 PROBE_PATHS = {
-    "startup": "/v2/health/ready",
-    "readiness": "/v2/health/ready",
-    "liveness": "/v2/health/live",
+    "startup": contract.HEALTH_READY,
+    "readiness": contract.HEALTH_READY,
+    "liveness": contract.HEALTH_LIVE,
 }
 
 # Env names the operator sets from the spec; users cannot override them (merge.merge_env).
 CONTRACT_ENV = (
-    "MODELSERVE_MODEL_NAME",
-    "MODELSERVE_MODEL_VERSION",
-    "MODELSERVE_MODEL_PATH",
-    "MODELSERVE_MODEL_FORMAT",
-    "MODELSERVE_BACKEND",
-    "MODELSERVE_PRECISION",
-    "MODELSERVE_MAX_BATCH_SIZE",
-    "MODELSERVE_MAX_QUEUE_DELAY_US",
-    "MODELSERVE_MAX_QUEUE_SIZE",
-    "MODELSERVE_PORT",
-    "MODELSERVE_GRPC_PORT",
-    "MODELSERVE_ENGINE_CACHE_DIR",
+    contract.MODEL_NAME,
+    contract.MODEL_VERSION,
+    contract.MODEL_PATH,
+    contract.MODEL_FORMAT,
+    contract.BACKEND,
+    contract.PRECISION,
+    contract.MAX_BATCH_SIZE,
+    contract.MAX_QUEUE_DELAY_US,
+    contract.MAX_QUEUE_SIZE,
+    contract.PORT,
+    contract.GRPC_PORT_ENV,
+    contract.ENGINE_CACHE_DIR,
 )
 
 
@@ -105,7 +106,7 @@ def _contract_env(md_name: str, version_name: str, version: ModelVersionSpec,
         # TorchScript carries no signature: the runtime needs the inputs spelled out.
         specs = [{"name": i.name, "datatype": i.datatype or "FP32", "shape": i.shape}
                  for i in runtime.input_shapes]
-        env.append({"name": "MODELSERVE_INPUTS",
+        env.append({"name": contract.INPUTS,
                     "value": json.dumps(specs, separators=(",", ":"))})
     return env
 
@@ -129,7 +130,8 @@ def _probe(kind: str, tuned: ProbeSettings | None) -> dict[str, Any]:
     settings = PROBE_DEFAULTS[kind].model_copy(
         update=tuned.model_dump(exclude_none=True) if tuned else {}
     )
-    return {"httpGet": {"path": PROBE_PATHS[kind], "port": "http"}, **settings.wire()}
+    return {"httpGet": {"path": PROBE_PATHS[kind], "port": contract.HTTP_PORT},
+            **settings.wire()}
 
 
 def _resources(version: ModelVersionSpec) -> dict[str, Any]:
@@ -227,10 +229,12 @@ def render_pod_template(md_name: str, spec: ModelDeploymentSpec, version_name: s
     runtime: dict[str, Any] = {
         "name": RUNTIME_CONTAINER,
         "image": image,
-        "command": ["modelserve-runtime"],
-        "args": ["serve", *(version.args or [])],
-        "ports": [{"name": "http", "containerPort": settings.port, "protocol": "TCP"},
-                  {"name": "grpc", "containerPort": settings.grpc_port, "protocol": "TCP"}],
+        "command": [contract.COMMAND],
+        "args": [contract.SERVE, *(version.args or [])],
+        "ports": [{"name": contract.HTTP_PORT, "containerPort": settings.port,
+                   "protocol": "TCP"},
+                  {"name": contract.GRPC_PORT, "containerPort": settings.grpc_port,
+                   "protocol": "TCP"}],
         "env": env,
         "startupProbe": _probe("startup", probes.startup if probes else None),
         "readinessProbe": _probe("readiness", probes.readiness if probes else None),
