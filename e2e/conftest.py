@@ -79,7 +79,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
 def runtime_prometheus(kubectl: Kubectl,
                        tmp_path_factory: pytest.TempPathFactory) -> RuntimePrometheus:
     """A real Prometheus scraping the real runtime pods' /metrics."""
-    stack = RuntimePrometheus(kubectl.kubeconfig, tmp_path_factory.mktemp("runtime-prom"))
+    stack = RuntimePrometheus(kubectl, tmp_path_factory.mktemp("runtime-prom"))
     yield stack
     stack.stop()
 

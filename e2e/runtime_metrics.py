@@ -1,58 +1,72 @@
 """A real Prometheus (Debian package) scraping the runtime's own /metrics from the real
 model pods, for canary analysis e2e.
 
-It discovers pods through the API server (kubernetes_sd_configs, the way a cluster's
-Prometheus does), keeps modelserve runtime pods, and adds `namespace`, `pod` and
-`revision` labels from the pod, so the queries users write against a production
-Prometheus work here unchanged. It scrapes every second and listens on this host's
-address, where the operator pod on the real node reaches it.
+Debian's Prometheus is built without Kubernetes service discovery, so a thread here does
+what kubernetes_sd_configs would: it lists the runtime pods through the API server every
+second and writes them as file_sd targets with the labels a production scrape config
+gives them (`namespace`, `pod`, `revision`, `pool`), so the queries users write against
+their Prometheus work here unchanged. Prometheus scrapes the pods themselves every
+second and listens on this host's address, where the operator pod on the real node
+reaches it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import shutil
+import threading
 import urllib.parse
 import urllib.request
 
 import yaml
 
-from e2e.kube import eventually
+from e2e.kube import Kubectl, eventually
 from e2e.metrics_stack import Process, free_port, host_address
 
-# The labels the chart's ServiceMonitor / a PodMonitor would give a runtime pod's series.
-POD_LABELS = {
-    "__meta_kubernetes_namespace": "namespace",
-    "__meta_kubernetes_pod_name": "pod",
-    "__meta_kubernetes_pod_label_modelserve_io_revision": "revision",
-    "__meta_kubernetes_pod_label_modelserve_io_pool": "pool",
-}
+RUNTIME_PODS = "app.kubernetes.io/name=modelserve-runtime"
+
+
+def scrape_targets(pods: list[dict]) -> list[dict]:
+    """file_sd groups for running runtime pods, labelled as a PodMonitor would."""
+    groups = []
+    for pod in pods:
+        ip = pod.get("status", {}).get("podIP")
+        if not ip or pod["status"].get("phase") != "Running":
+            continue
+        port = next((p["containerPort"] for c in pod["spec"]["containers"]
+                     for p in c.get("ports", []) if p.get("name") == "http"), None)
+        if port is None:
+            continue
+        meta = pod["metadata"]
+        groups.append({"targets": [f"{ip}:{port}"], "labels": {
+            "namespace": meta["namespace"], "pod": meta["name"],
+            "revision": meta.get("labels", {}).get("modelserve.io/revision", ""),
+            "pool": meta.get("labels", {}).get("modelserve.io/pool", "")}})
+    return groups
 
 
 class RuntimePrometheus:
-    def __init__(self, kubeconfig: str, work: pathlib.Path):
+    def __init__(self, kubectl: Kubectl, work: pathlib.Path):
         binary = shutil.which("prometheus")
         if binary is None:
             raise RuntimeError("prometheus is not installed: run hack/install-prometheus")
+        self.kubectl = kubectl
         self.host = host_address()
         self.port = free_port()
+        self.targets = work / "runtime-pods.json"
+        self.targets.write_text("[]")
+        self._stop = threading.Event()
+        self._discovery = threading.Thread(target=self._discover, daemon=True)
+        self._discovery.start()
         config = work / "prometheus-runtime.yml"
-        relabel = [
-            {"source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_name"],
-             "regex": "modelserve-runtime", "action": "keep"},
-            {"source_labels": ["__meta_kubernetes_pod_container_port_name"],
-             "regex": "http", "action": "keep"},
-            *({"source_labels": [source], "target_label": target}
-              for source, target in POD_LABELS.items()),
-        ]
         config.write_text(yaml.safe_dump({
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s",
                        "evaluation_interval": "1s"},
             "scrape_configs": [{
                 "job_name": "modelserve-runtime",
-                "kubernetes_sd_configs": [{"role": "pod", "kubeconfig_file": kubeconfig}],
-                "relabel_configs": relabel,
+                "file_sd_configs": [{"files": [str(self.targets)], "refresh_interval": "1s"}],
             }],
         }))
         self.process = Process("prometheus-runtime", [
@@ -60,6 +74,17 @@ class RuntimePrometheus:
             f"--web.listen-address={self.host}:{self.port}"], work)
         eventually(self._ready, timeout=60,
                    what=f"runtime Prometheus ready\n{self.process.log_tail()}")
+
+    def _discover(self) -> None:
+        while not self._stop.wait(1.0):
+            result = self.kubectl.run("get", "pods", "-A", "-l", RUNTIME_PODS, "-o", "json",
+                                      check=False)
+            if result.returncode != 0:
+                continue
+            groups = scrape_targets(json.loads(result.stdout)["items"])
+            tmp = self.targets.with_suffix(".tmp")
+            tmp.write_text(json.dumps(groups))
+            os.replace(tmp, self.targets)  # Prometheus never reads half a file
 
     @property
     def url(self) -> str:
@@ -80,4 +105,5 @@ class RuntimePrometheus:
             return False
 
     def stop(self) -> None:
+        self._stop.set()
         self.process.stop()

@@ -176,12 +176,14 @@ def test_abort_and_rollback_lose_no_request(kubectl, namespace, operator, models
     assert rolled.versions["v1"] > 0
 
 
-def _canary_rolled_back(kubectl, namespace, reason: str | None = None) -> dict:
+def _canary_rolled_back(kubectl, namespace, revision: int, reason: str | None = None) -> dict:
+    """The status once canary `revision` has been rolled back (Degraded, stable serving)."""
     def check():
         st = status(kubectl, namespace, "m")
         degraded = condition(st, "Degraded")
-        return degraded[0] == "True" and (reason is None or degraded[1] == reason) and st
-    return eventually(check, timeout=180, what=f"automatic rollback ({reason or 'any'})")
+        return (st.get("abortedRevision") == revision and degraded[0] == "True"
+                and (reason is None or degraded[1] == reason) and st)
+    return eventually(check, timeout=180, what=f"rollback of revision {revision} ({reason})")
 
 
 ERROR_RATE = (
@@ -212,17 +214,17 @@ def test_bad_versions_are_rolled_back_automatically(kubectl, namespace, operator
 
     with traffic.phase("model that fails to load"):
         kubectl.apply(real_deployment("m", "broken", rollout=rollout), namespace)
-        st = _canary_rolled_back(kubectl, namespace)
+        st = _canary_rolled_back(kubectl, namespace, 2)
         assert st["revision"] == 1, st
         eventually(lambda: ready_pods(kubectl, namespace, "m-r2") == 0
                    and replicas(kubectl, namespace, "m-r2") in (0, None), what="canary at 0")
     with traffic.phase("digest mismatch at fetch"):
         kubectl.apply(real_deployment("m", "wrong-digest", rollout=rollout), namespace)
-        st = _canary_rolled_back(kubectl, namespace)
-        assert st["revision"] == 1 and st.get("abortedRevision") == 3, st
+        st = _canary_rolled_back(kubectl, namespace, 3)
+        assert st["revision"] == 1, st
     with traffic.phase("model answering errors (analysis)") as errors:
         kubectl.apply(real_deployment("m", "errors", rollout=rollout), namespace)
-        st = _canary_rolled_back(kubectl, namespace, "AnalysisFailed")
+        st = _canary_rolled_back(kubectl, namespace, 4, "AnalysisFailed")
         assert st["revision"] == 1, st
         message = next(c["message"] for c in st["conditions"] if c["type"] == "Degraded")
         assert "error-rate" in message

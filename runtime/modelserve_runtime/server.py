@@ -110,6 +110,12 @@ class RuntimeServer:
             settings.model_name, settings.model_version
         )
         self._counters: dict[tuple[str, int], Counter] = {}
+        # The success and server-error series exist from the start, at 0: an error-rate
+        # query (status=~"5..") over a healthy version reads 0, not "no data", which a
+        # canary analysis must otherwise treat as a failed measurement.
+        for status in (200, 500):
+            self._counters[(settings.model_name, status)] = self.metrics.requests.labels(
+                settings.model_name, settings.model_version, str(status))
         self.audit = AuditLog(sys.stdout) if settings.access_log else None
         rejected = self.metrics.rejected_connections
         self.connections = ConnectionLimits(

@@ -281,6 +281,12 @@ def test_bytes_datatype_rejected_for_numeric_model(server: Server) -> None:
     assert resp.status == 400 and "model expects FP32" in resp.json()["error"]
 
 
+def test_error_series_exist_at_zero_before_any_error(server: Server) -> None:
+    # A canary analysis' error rate over a healthy version must read 0, not "no data".
+    text = server.request("GET", "/metrics").body.decode()
+    assert 'modelserve_requests_total{model="tiny",status="500",version="1"}' in text
+
+
 def test_metrics_exposed_with_contract_names(server: Server) -> None:
     server.infer_json(np.ones((2, 4), np.float32))
     text = server.request("GET", "/metrics").body.decode()
