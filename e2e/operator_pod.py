@@ -13,6 +13,7 @@ import pathlib
 import re
 import signal
 import subprocess
+import time
 import urllib.request
 
 from e2e.kube import Kubectl, eventually
@@ -58,12 +59,22 @@ class OperatorPod:
             **self.values,
         }
         args = [arg for k, v in values.items() for arg in ("--set", f"{k}={v}")]
-        helm = subprocess.run([self.helm, "upgrade", "--install", RELEASE, str(CHART), "-n",
-                               NAMESPACE, "--wait", "--timeout", "180s", *args],
-                              capture_output=True, text=True, env=self.kubectl.env)
+        for attempt in range(3):
+            helm = self._helm("upgrade", "--install", RELEASE, str(CHART), "-n", NAMESPACE,
+                              "--wait", "--timeout", "180s", *args)
+            if helm.returncode == 0 or "another operation" not in helm.stderr or attempt == 2:
+                break
+            # A release left pending by an interrupted run (or another session on this
+            # cluster): give a live operation time to finish, then roll the leftover back.
+            time.sleep(20)
+            self._helm("rollback", RELEASE, "-n", NAMESPACE, "--wait", "--timeout", "120s")
         if helm.returncode != 0:
             raise AssertionError(f"helm upgrade --install: {helm.stderr}\n{self.describe()}")
         self.wait_leader()
+
+    def _helm(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([self.helm, *args], capture_output=True, text=True,
+                              env=self.kubectl.env, timeout=300)
 
     # -- the OperatorProcess interface -----------------------------------------------------
 
