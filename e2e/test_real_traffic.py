@@ -10,6 +10,7 @@ its table; `hack/bench-rollout-traffic` collects them (MODELSERVE_TRAFFIC_REPORT
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import subprocess
@@ -18,7 +19,7 @@ import time
 import pytest
 
 from e2e.kube import Kubectl, eventually
-from e2e.models import ModelStore
+from e2e.models import ModelStore, expected_y
 from e2e.objects import condition, deployment, modelserve, replicas, status, wait_status
 from e2e.traffic import Traffic
 
@@ -103,7 +104,10 @@ def test_real_model_answers_through_the_service(kubectl, namespace, operator, mo
     assert fetch["state"]["terminated"]["exitCode"] == 0
     result = modelserve(kubectl, "predict", "m", "-n", namespace, "--input",
                         "x=[[50,1,2,3]]")
-    assert "good-v1" in result.stdout or "v1" in result.stdout, result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0] == "model m version v1", result.stdout
+    y = json.loads(next(line for line in lines if line.startswith("y ")).split(": ", 1)[1])
+    assert y[0] == pytest.approx(expected_y("good-v1")), result.stdout
 
 
 def test_canary_10_50_100_loses_no_request(kubectl, namespace, operator, models, traffic_for):
