@@ -189,3 +189,15 @@ def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     yield srv
     assert stop_server(srv) == 0, srv.stderr_path.read_text()
     assert "Traceback" not in srv.stderr_path.read_text()
+
+
+def server_errors(metrics_text: str) -> float:
+    """Requests counted with a 5xx status (the series exist at 0 from the start)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(sample.value
+               for family in text_string_to_metric_families(metrics_text)
+               if family.name == "modelserve_requests"
+               for sample in family.samples
+               if sample.name == "modelserve_requests_total"
+               and sample.labels.get("status", "").startswith("5"))
