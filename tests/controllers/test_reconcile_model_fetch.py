@@ -50,3 +50,22 @@ def test_a_canary_whose_fetch_failed_is_rolled_back_without_waiting_for_the_dead
     st = h.status("m")
     assert st["revision"] == 1 and st.get("canaryRevision") is None, st
     assert h.condition("m", "Degraded")[0] == "True"
+
+
+def test_pods_downloading_their_model_show_in_progressing():
+    h = Harness(never_ready={"m-r1"})
+    h.api.put(version("v1"))
+    h.api.put(model_deployment("m", "v1", replicas=2))
+    for n in (1, 2):
+        pod = failed_fetch_pod(1, "")
+        pod["metadata"]["name"] = f"m-r1-{n}"
+        pod["status"]["initContainerStatuses"][0].update(
+            state={"running": {"startedAt": "2026-11-30T06:00:00Z"}}, lastState={},
+            restartCount=0)
+        h.api.put(pod)
+    asyncio.run(h.settle("m"))
+    progressing = next(c for c in h.status("m")["conditions"] if c["type"] == "Progressing")
+    assert progressing["message"] == (
+        "revision 1 (v1): 0/2 pods ready; 2 downloading the model (`modelserve status` "
+        "shows bytes and time left)")
+    assert h.condition("m", "Degraded")[0] == "False"

@@ -111,3 +111,10 @@ def _first_fetch_failure(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
                         f"kubectl logs {pod['metadata']['name']} -c {FETCH_CONTAINER}")
                     return pod["metadata"]["name"], detail
     return None
+
+
+def fetching_pods(pods: list[dict[str, Any]]) -> int:
+    """How many of `pods` are downloading their model (the fetch init container runs)."""
+    return sum(1 for pod in pods
+               for c in pod.get("status", {}).get("initContainerStatuses", [])
+               if c.get("name") == FETCH_CONTAINER and "running" in (c.get("state") or {}))

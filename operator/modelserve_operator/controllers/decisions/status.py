@@ -29,6 +29,7 @@ class Observed:
     history: list[dict[str, Any]] = field(default_factory=list)
     rollout_problem: Problem | None = None      # a canary was rolled back
     progressing: tuple[bool, str, str] | None = None  # the rollout's own progress
+    fetching_pods: int = 0                # pods of that revision still downloading the model
     extra: dict[str, Any] = field(default_factory=dict)  # rollout fields, None = remove
 
 
@@ -67,9 +68,11 @@ def compute(o: Observed) -> dict[str, Any]:
         progressing = (False, "RolloutComplete",
                        f"revision {o.revision} ({o.model_version}) is fully rolled out")
     else:
+        downloading = (f"; {o.fetching_pods} downloading the model (`modelserve status` "
+                       f"shows bytes and time left)" if o.fetching_pods else "")
         progressing = (True, "RollingOut",
                        f"revision {o.revision} ({o.model_version}): {ready_pods}/"
-                       f"{o.desired_replicas} pods ready")
+                       f"{o.desired_replicas} pods ready{downloading}")
     # Ready says what serves, whatever else is wrong: a revision whose ModelVersion was
     # deleted keeps serving, and Degraded says why nothing can change.
     if done and not (ready_pods == 0 and o.desired_replicas):

@@ -12,7 +12,11 @@ from modelserve_operator.api import ModelDeploymentSpec
 from modelserve_operator.controllers.cluster import metrics
 from modelserve_operator.controllers.cluster.context import Context
 from modelserve_operator.controllers.decisions import history
-from modelserve_operator.controllers.decisions.conditions import Problem, pod_problem
+from modelserve_operator.controllers.decisions.conditions import (
+    Problem,
+    fetching_pods,
+    pod_problem,
+)
 from modelserve_operator.controllers.decisions.plan import Plan
 from modelserve_operator.controllers.decisions.status import Observed, changed, compute
 from modelserve_operator.controllers.reconcilers.model_deployment.fallback import (
@@ -68,6 +72,7 @@ def observed_after(r: Round, done: Progress, analysis: dict[str, Any] | None,
         pod_problem=(None if done.done else pod_problem(pods, gpu_resource(r.target_spec)))
         or scaling_problem,
         rollout_problem=p.problem, progressing=p.progressing,
+        fetching_pods=fetching_pods(pods),
         deadline_exceeded=done.exceeded,
         endpoint=endpoint_url(r.meta.name, r.meta.namespace, r.ctx.settings),
         selector=selector(r.meta.name),
