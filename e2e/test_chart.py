@@ -147,16 +147,21 @@ def release(kubectl: Kubectl, no_session_operator, tmp_path_factory):
     # The chart's pods are admitted under the restricted Pod Security Standard and really
     # start on the real node; then they step aside, so that the tests below can time and
     # SIGKILL the operator as a local process with the chart's identity and Lease.
+    chart_pods_step_aside(kubectl, namespace)
+    settings = kubectl.get("configmap", f"{RELEASE}-modelserve-config", namespace)["data"]
+    yield namespace, settings, helm
+    helm.run("uninstall", RELEASE, "-n", namespace, check=False)
+    kubectl.run("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def chart_pods_step_aside(kubectl: Kubectl, namespace: str) -> None:
+    """Once the release's operator pods are Ready, scale them to 0: they would otherwise
+    compete for the Lease with the local processes the tests time and kill."""
     kubectl.run("rollout", "status", f"deployment/{RELEASE}-modelserve", "-n", namespace,
                 "--timeout=120s", timeout=150)
     kubectl.run("scale", f"deployment/{RELEASE}-modelserve", "-n", namespace, "--replicas=0")
     eventually(lambda: not kubectl.get("pods", namespace=namespace)["items"], timeout=90,
                what="the chart's operator pods stepped aside")
-    kubectl.run("delete", "lease", LEASE, "-n", namespace, check=False)
-    settings = kubectl.get("configmap", f"{RELEASE}-modelserve-config", namespace)["data"]
-    yield namespace, settings, helm
-    helm.run("uninstall", RELEASE, "-n", namespace, check=False)
-    kubectl.run("delete", "namespace", namespace, "--wait=false", check=False)
 
 
 def chart_operator(kubectl: Kubectl, release, tmp_path: pathlib.Path, identity: str,
@@ -367,6 +372,7 @@ def test_helm_upgrade_with_a_changed_crd_keeps_models_serving(kubectl, release, 
                     "crd/modeldeployments.modelserve.io", "--timeout=60s")
         helm.run("upgrade", RELEASE, str(new_chart), "-n", namespace, "--reuse-values")
         assert "0.1.1-e2e" in helm.run("list", "-n", namespace, "-o", "json").stdout
+        chart_pods_step_aside(kubectl, namespace)  # the upgrade brought them back
 
         # The new schema is served (kubectl explain reads it from the API server). The
         # API server republishes its OpenAPI a moment after the CRD is Established: a
