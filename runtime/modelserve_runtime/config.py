@@ -11,7 +11,13 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .contract import BACKENDS, DEFAULT_BACKEND, FORMATS, PRECISIONS  # the operator's too
+from .contract import (  # the operator's too
+    BACKENDS,
+    DEFAULT_BACKEND,
+    DRAIN_TIMEOUT_S,
+    FORMATS,
+    PRECISIONS,
+)
 
 TORCH_COMPILE = ("auto", "off", "default", "max-autotune")
 
@@ -59,7 +65,7 @@ class Settings:
     keepalive_timeout_s: float = 3630.0
     device: str = "cuda"
     warmup: bool = True
-    drain_timeout_s: float = 30.0
+    drain_timeout_s: float = DRAIN_TIMEOUT_S
     access_log: bool = True
     log_level: str = "INFO"
     # JSON list of {"name", "datatype", "shape"} for formats that carry no signature

@@ -43,5 +43,8 @@ PORT = "MODELSERVE_PORT"
 GRPC_PORT_ENV = "MODELSERVE_GRPC_PORT"
 ENGINE_CACHE_DIR = "MODELSERVE_ENGINE_CACHE_DIR"
 INPUTS = "MODELSERVE_INPUTS"
+# Seconds the runtime finishes in-flight requests after SIGTERM (--drain-timeout-s); the
+# operator's terminationGracePeriodSeconds must cover it.
+DRAIN_TIMEOUT_S = 30.0
 # The node cache entry a fetched model lives in (the fetch container pins it).
 MODEL_CACHE_ENTRY = "MODELSERVE_MODEL_CACHE_ENTRY"

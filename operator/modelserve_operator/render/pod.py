@@ -39,11 +39,10 @@ PROBE_DEFAULTS = {
 # Graceful removal: kube-proxy (and every load balancer) learns that a pod is terminating
 # a moment after the kubelet does. The preStop sleep keeps the runtime serving normally
 # meanwhile, so requests routed by stale rules still succeed; then SIGTERM makes the
-# runtime finish in-flight requests (its --drain-timeout-s, 30 s by default) and exit.
+# runtime finish in-flight requests (its --drain-timeout-s) and exit.
 # The sleep action needs no shell in the image (Kubernetes >= 1.30).
 PRESTOP_SLEEP_SECONDS = 5
-RUNTIME_DRAIN_SECONDS = 30
-TERMINATION_GRACE_SECONDS = PRESTOP_SLEEP_SECONDS + RUNTIME_DRAIN_SECONDS + 5
+TERMINATION_GRACE_SECONDS = PRESTOP_SLEEP_SECONDS + int(contract.DRAIN_TIMEOUT_S) + 5
 
 PROBE_PATHS = {
     "startup": contract.HEALTH_READY,
