@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -64,3 +66,13 @@ def eventually(check: Callable[[], Any], timeout: float = 60, interval: float = 
                 return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def kill_container(container_id: str, sig: int = signal.SIGKILL) -> None:
+    """Signal a container's process on the real node through containerd, as a crash or an
+    OOM kill would (the kubelet then restarts it). `container_id` is a containerStatus's
+    `containerID` ("containerd://…")."""
+    hack = pathlib.Path(__file__).resolve().parent.parent / "hack"
+    subprocess.run([str(hack / "cluster"), "ctr", "tasks", "kill", "-s",
+                    signal.Signals(sig).name, container_id.split("//")[-1]],
+                   check=True, capture_output=True)

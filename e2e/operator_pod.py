@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import pathlib
-import re
 import signal
 import subprocess
 import time
-import urllib.request
 
-from e2e.kube import Kubectl, eventually
+from e2e.kube import Kubectl, eventually, kill_container
+from e2e.operator_process import OperatorReadings
+from e2e.prometheus_text import scrape
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "modelserve"
@@ -34,7 +34,7 @@ def imported_images() -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.split())
 
 
-class OperatorPod:
+class OperatorPod(OperatorReadings):
     def __init__(self, kubectl: Kubectl, helm: str, replicas: int = 2,
                  values: dict[str, str] | None = None):
         self.kubectl = kubectl
@@ -95,43 +95,15 @@ class OperatorPod:
         (the kubelet restarts the container; a standby takes the lease meanwhile)."""
         leader = self.leader_pod()
         self._collect_logs()
-        container = leader["status"]["containerStatuses"][0]["containerID"].split("//")[-1]
-        subprocess.run([str(ROOT / "hack" / "cluster"), "ctr", "tasks", "kill", "-s",
-                        signal.Signals(sig).name, container], check=True, capture_output=True)
+        kill_container(leader["status"]["containerStatuses"][0]["containerID"], sig)
 
     def metrics(self) -> dict[str, float]:
         """The leader's Prometheus samples as {'name{labels}': value}."""
-        ip = self.leader_pod()["status"]["podIP"]
-        with urllib.request.urlopen(f"http://{ip}:{METRICS_PORT}/metrics",
-                                    timeout=5) as response:
-            text = response.read().decode()
-        samples = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                key, _, value = line.rpartition(" ")
-                samples[key] = float(value)
-        return samples
-
-    def writes(self) -> float:
-        return sum(self.writes_by().values())
-
-    def writes_by(self) -> dict[str, float]:
-        """Writes by verb and kind, leaving out the leader's Lease renewals (every
-        retryPeriod, by design): "no writes in steady state" is about the models' objects."""
-        return {re.sub(r"^modelserve_operator_api_writes_total", "", k): v
-                for k, v in self.metrics().items()
-                if k.startswith("modelserve_operator_api_writes_total")
-                and 'kind="Lease"' not in k}
-
-    def queue_idle(self) -> bool:
-        return self.metrics().get("modelserve_operator_queue_depth", 1) == 0
+        return scrape(f"http://{self.leader_pod()['status']['podIP']}:{METRICS_PORT}/metrics")
 
     def logs(self) -> str:
         self._collect_logs()
         return "\n".join(self._logs.values())
-
-    def tracebacks(self) -> list[str]:
-        return [line for line in self.logs().splitlines() if "Traceback" in line]
 
     # -- helpers ---------------------------------------------------------------------------
 

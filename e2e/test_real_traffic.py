@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
-import subprocess
 import time
 
 import pytest
 
-from e2e.kube import Kubectl, eventually
+from e2e.kube import Kubectl, eventually, kill_container
 from e2e.models import ModelStore, expected_y
 from e2e.objects import condition, deployment, modelserve, replicas, status, wait_status
 from e2e.traffic import Traffic
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 API = "modelserve.io/v1alpha1"
 # Probes every second: rollout steps wait on pods turning Ready.
 FAST_PROBES = {"startup": {"periodSeconds": 1}, "readiness": {"periodSeconds": 1}}
@@ -88,6 +85,19 @@ def serve_v1(kubectl, namespace, models, name="m", replicas=4, **spec) -> None:
     wait_status(kubectl, namespace, name, phase="Ready", timeout=180)
 
 
+def serve_v1_then_canary(kubectl, namespace, models, traffic_for, hold: float = 0):
+    """v1 serving under traffic, then v2 as a canary paused at 10 % (one pod of five);
+    returns the traffic and that phase's counts (`hold` seconds more of them)."""
+    serve_v1(kubectl, namespace, models, rollout=PAUSED_CANARY)
+    traffic = traffic_for("m")
+    kubectl.apply(real_version(models, "v2", "good-v2"), namespace)
+    with traffic.phase("canary to 10% (1 of 5 pods)") as p10:
+        kubectl.apply(real_deployment("m", "v2", rollout=PAUSED_CANARY), namespace)
+        wait_status(kubectl, namespace, "m", canaryWeight=10, phase="Paused", timeout=120)
+        time.sleep(hold)
+    return traffic, p10
+
+
 def assert_no_failures(traffic: Traffic, *, allowed: tuple[str, ...] = ()) -> None:
     failing = {p.name: p.failed for p in traffic.phases if p.failed and p.name not in allowed}
     assert not failing, f"failed requests per phase: {failing}\n{traffic.table()}"
@@ -111,14 +121,8 @@ def test_real_model_answers_through_the_service(kubectl, namespace, operator, mo
 
 
 def test_canary_10_50_100_loses_no_request(kubectl, namespace, operator, models, traffic_for):
-    serve_v1(kubectl, namespace, models, rollout=PAUSED_CANARY)
-    traffic = traffic_for("m")
-    kubectl.apply(real_version(models, "v2", "good-v2"), namespace)
-
-    with traffic.phase("canary to 10% (1 of 5 pods)") as p10:
-        kubectl.apply(real_deployment("m", "v2", rollout=PAUSED_CANARY), namespace)
-        wait_status(kubectl, namespace, "m", canaryWeight=10, phase="Paused", timeout=120)
-        time.sleep(6)  # a few hundred requests to see the split
+    # Six seconds more at 10 %: a few hundred requests to see the split.
+    traffic, p10 = serve_v1_then_canary(kubectl, namespace, models, traffic_for, hold=6)
     with traffic.phase("promote to 50%") as p50:
         modelserve(kubectl, "promote", "m", "-n", namespace)
         wait_status(kubectl, namespace, "m", canaryWeight=50, phase="Paused", timeout=120)
@@ -143,12 +147,7 @@ def test_canary_10_50_100_loses_no_request(kubectl, namespace, operator, models,
 
 
 def test_abort_and_rollback_lose_no_request(kubectl, namespace, operator, models, traffic_for):
-    serve_v1(kubectl, namespace, models, rollout=PAUSED_CANARY)
-    traffic = traffic_for("m")
-    kubectl.apply(real_version(models, "v2", "good-v2"), namespace)
-    with traffic.phase("canary to 10%"):
-        kubectl.apply(real_deployment("m", "v2", rollout=PAUSED_CANARY), namespace)
-        wait_status(kubectl, namespace, "m", canaryWeight=10, phase="Paused", timeout=120)
+    traffic, _ = serve_v1_then_canary(kubectl, namespace, models, traffic_for)
     with traffic.phase("modelserve abort") as aborted:
         modelserve(kubectl, "abort", "m", "-n", namespace)
         st = wait_status(kubectl, namespace, "m", phase="Degraded", timeout=60)
@@ -280,12 +279,7 @@ def test_scale_down_and_replacement_drain_cleanly(kubectl, namespace, operator, 
 
 
 def test_operator_pod_killed_mid_rollout(kubectl, namespace, operator, models, traffic_for):
-    serve_v1(kubectl, namespace, models, rollout=PAUSED_CANARY)
-    traffic = traffic_for("m")
-    kubectl.apply(real_version(models, "v2", "good-v2"), namespace)
-    with traffic.phase("canary to 10%"):
-        kubectl.apply(real_deployment("m", "v2", rollout=PAUSED_CANARY), namespace)
-        wait_status(kubectl, namespace, "m", canaryWeight=10, phase="Paused", timeout=120)
+    traffic, _ = serve_v1_then_canary(kubectl, namespace, models, traffic_for)
     with traffic.phase("operator leader SIGKILLed, promote"):
         operator.kill()
         modelserve(kubectl, "promote", "m", "-n", namespace)
@@ -307,9 +301,7 @@ def _kill_runtime_processes(kubectl: Kubectl, namespace: str, pool: str) -> int:
             continue
         for container in pod["status"].get("containerStatuses", []):
             if container["name"] == "runtime" and container.get("containerID"):
-                subprocess.run([str(ROOT / "hack" / "cluster"), "ctr", "tasks", "kill", "-s",
-                                "SIGKILL", container["containerID"].split("//")[-1]],
-                               check=True, capture_output=True)
+                kill_container(container["containerID"])
                 killed += 1
     return killed
 
