@@ -33,9 +33,49 @@ from typing import Any
 
 log = logging.getLogger("modelserve.backend")
 
-# Bumped when the build recipe below changes what a cached file means.
-RECIPE = 1
+# Bumped when the build recipe below changes what a cached file means (2: batch 1 runs
+# in the 2-row graph, so no batch-1 graph is compiled or cached).
+RECIPE = 2
 SUFFIX = ".torchcompile"
+
+# --- start-up progress hook ----------------------------------------------------------
+# The backend reports each start-up phase ("import torch", "building engine", ...) and,
+# during a long one, every `progress` tick, as (phase, seconds since the start began).
+# A no-op here: the server wires it to whatever reports progress (status, events).
+ProgressHook = Callable[[str, float], None]
+
+
+def _no_progress(phase: str, elapsed_s: float) -> None:
+    return None
+
+
+_progress_hook: ProgressHook = _no_progress
+
+
+def set_progress_hook(hook: ProgressHook | None) -> None:
+    """Install `hook(phase, elapsed_s)`; None restores the no-op. Called from any thread
+    (the loading thread and the progress ticker), so it must be cheap and thread-safe."""
+    global _progress_hook
+    _progress_hook = hook or _no_progress
+
+
+def report_progress(phase: str, elapsed_s: float) -> None:
+    try:
+        _progress_hook(phase, elapsed_s)
+    except Exception:  # a broken reporter must never stop a model from loading
+        log.debug("progress hook failed", exc_info=True)
+
+
+# --- warm-start choices (measured; see docs/runtime.md, Compiled engines) -------------
+# torch always specializes a dimension of size 1, so a batch-1 call would trace, freeze
+# and load a second graph on every start. With a dynamic batch, batch 1 runs padded in
+# the 2-row graph instead.
+SHARE_BATCH_ONE = True
+# cuDNN's per-shape autotuning (torch.backends.cudnn.benchmark) tries every algorithm for
+# every convolution at every bucket, on every start (its results are not cached across
+# processes): "all", "none", or "large" (only buckets of at least half the max batch,
+# where throughput is decided; small batches are latency-bound either way).
+CUDNN_AUTOTUNE = "large"
 
 
 @dataclass(frozen=True)
@@ -108,6 +148,24 @@ def plan(
     if os.path.isfile(path):
         return Plan("load", "cached engine", path)
     return Plan("build", "no cached engine for this key", path)
+
+
+def graph_buckets(buckets: list[int], compiled: bool, options: BuildOptions) -> list[int]:
+    """The batch sizes that get a CUDA graph: every bucket, except batch 1 in a compiled
+    engine with a dynamic batch (it runs padded in the 2-row graph, see SHARE_BATCH_ONE)."""
+    if compiled and options.dynamic_batch and SHARE_BATCH_ONE and len(buckets) > 1:
+        return [b for b in buckets if b != 1]
+    return list(buckets)
+
+
+def cudnn_autotune(bucket: int, buckets: list[int], policy: str | None = None) -> bool:
+    """Whether to autotune cuDNN while the graph of `bucket` is captured."""
+    policy = policy or CUDNN_AUTOTUNE
+    if policy == "all":
+        return True
+    if policy == "none":
+        return False
+    return bucket * 2 >= max(buckets)
 
 
 def options_for(setting: str, conv_like: bool) -> BuildOptions:
@@ -187,16 +245,23 @@ def save_artifacts(torch: Any, path: str) -> bool:
 
 
 @contextlib.contextmanager
-def progress(what: str, every_s: float = 10.0) -> Iterator[Callable[[], float]]:
+def progress(
+    what: str, every_s: float = 10.0, since: float | None = None
+) -> Iterator[Callable[[], float]]:
     """Logs "<what>, N s" every `every_s` while the block runs, so a long start shows
-    what it is doing in the pod's log; yields a clock of the seconds so far."""
+    what it is doing in the pod's log, and reports it to the progress hook (with the
+    seconds since `since`, the start of the whole load, when given); yields a clock of
+    the block's own seconds so far."""
     started = time.monotonic()
+    origin = started if since is None else since
     done = threading.Event()
 
     def tick() -> None:
         while not done.wait(every_s):
             log.info("%s, %.0f s", what, time.monotonic() - started)
+            report_progress(what, time.monotonic() - origin)
 
+    report_progress(what, started - origin)
     ticker = threading.Thread(target=tick, name="engine-progress", daemon=True)
     ticker.start()
     try:
