@@ -41,7 +41,7 @@ def test_engine_key_names_everything_that_changes_the_generated_code() -> None:
         dataclasses.replace(KEY, precision="bf16"),
         dataclasses.replace(KEY, buckets=(1, 2, 4, 8, 16, 32, 64, 128)),
         dataclasses.replace(KEY, options=BuildOptions(mode="max-autotune")),
-        dataclasses.replace(KEY, options=BuildOptions(freezing=False)),
+        dataclasses.replace(KEY, options=BuildOptions(freezing=True)),
         dataclasses.replace(KEY, options=BuildOptions(dynamic_batch=False)),
         dataclasses.replace(KEY, options=BuildOptions(channels_last=False)),
     ]
@@ -202,12 +202,18 @@ def test_batch_one_shares_the_two_row_graph_only_in_a_dynamic_engine(
     assert compiled.graph_buckets([1], True, BuildOptions()) == [1]  # max batch 1
 
 
-def test_cudnn_autotunes_the_large_buckets_only_by_default() -> None:
+def test_cudnn_autotuning_policies() -> None:
     buckets = [1, 2, 4, 8, 16, 32, 48, 64, 80, 96, 112, 128]
-    tuned = [b for b in buckets if compiled.cudnn_autotune(b, buckets)]
+    assert not any(compiled.cudnn_autotune(b, buckets) for b in buckets)  # default: none
+    tuned = [b for b in buckets if compiled.cudnn_autotune(b, buckets, "large")]
     assert tuned == [64, 80, 96, 112, 128]
     assert all(compiled.cudnn_autotune(b, buckets, "all") for b in buckets)
-    assert not any(compiled.cudnn_autotune(b, buckets, "none") for b in buckets)
+
+
+def test_weights_are_not_frozen_by_default() -> None:
+    # A frozen graph bypasses the AOT-autograd cache: every warm start re-traced it.
+    assert BuildOptions().freezing is False
+    assert compiled.options_for("auto", True).freezing is False
 
 
 def test_torch_compile_setting_is_validated() -> None:

@@ -73,9 +73,13 @@ def report_progress(phase: str, elapsed_s: float) -> None:
 SHARE_BATCH_ONE = True
 # cuDNN's per-shape autotuning (torch.backends.cudnn.benchmark) tries every algorithm for
 # every convolution at every bucket, on every start (its results are not cached across
-# processes): "all", "none", or "large" (only buckets of at least half the max batch,
-# where throughput is decided; small batches are latency-bound either way).
-CUDNN_AUTOTUNE = "large"
+# processes): "all", "none", or "large" (only buckets of at least half the max batch).
+# Measured on an H200 (ResNet-50 fp16 compiled, warm start, hack/probe-warm-start):
+# autotuning every bucket cost 13.6 s of the first instance's graphs, the large ones
+# 5.2-5.6 s, none 1.1 s; GPU-only rows/s were the same within noise either way (b128
+# 26.3k-27.5k with, 26.4k without in the same run; b8 12.4k with, 13.0k without), as
+# was batch-1 latency. cuDNN's heuristics pick as well as its benchmark here.
+CUDNN_AUTOTUNE = "none"
 
 
 @dataclass(frozen=True)
@@ -85,9 +89,13 @@ class BuildOptions:
     # inductor mode; max-autotune measured no faster for ResNet-50 (29.2k vs 30.0k
     # img/s) and took 282 s to compile, so "auto" means "default".
     mode: str = "default"
-    # Weights become constants: batch-norm folds into the convolutions, layouts are
-    # chosen once.
-    freezing: bool = True
+    # Frozen weights (constants: batch-norm folded into the convolutions, layouts
+    # fixed once) measured no faster on an H200 (ResNet-50 b128 GPU-only, same run:
+    # 26.2-26.3k img/s frozen, 26.2k not; another run 27.5k vs 26.1k), but a frozen
+    # graph bypasses the AOT-autograd cache, so every start traced and froze it again:
+    # the first call of a warm start took 9.4-10.7 s frozen, 5.1 s not
+    # (hack/probe-warm-start). Off by default; True still works.
+    freezing: bool = False
     # One graph whose batch dimension is symbolic (plus batch 1, which torch always
     # specializes) instead of one graph per bucket: a fraction of the build and load
     # time; every bucket still gets its own CUDA graph.

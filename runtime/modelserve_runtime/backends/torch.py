@@ -130,7 +130,8 @@ class TorchBackend(Backend):
             # rows/s with the pool and 9370 without (2 instances, H200), and batch-1 took
             # +0.23 ms from a worker thread (hack/probe-backend-threads).
             torch.set_num_threads(1)
-            torch.backends.cudnn.benchmark = True
+            # cuDNN autotuning: per bucket at capture (compiled.CUDNN_AUTOTUNE says why).
+            torch.backends.cudnn.benchmark = compiled.CUDNN_AUTOTUNE == "all"
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self.compute_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(s.precision)
