@@ -44,6 +44,11 @@ from .model import Model
 from .wire import LENGTH, FrameLink, frame
 
 log = logging.getLogger("modelserve.engine")
+
+# The engine's second frame to a worker, once the model is warm: serve now.
+READY = {"ready": True}
+
+
 def _row_bytes(specs: list[TensorSpec]) -> int:
     total = 0
     for spec in specs:
@@ -113,6 +118,7 @@ class EngineServer:
 
         self.model = Model(settings, create_backend(settings), self.metrics)
         self.peers: set[_WorkerPeer] = set()
+        self.warm = False  # loaded and warmed up: workers may serve
 
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
@@ -120,13 +126,23 @@ class EngineServer:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await loop.run_in_executor(None, self.model.load)
+            await loop.run_in_executor(None, partial(self.model.load, warm_up=False))
         except Exception:
             log.exception("model %s failed to load", self.settings.model_name)
             return 1
-        self.model.start_batching()
-        # Workers connect only once this exists: the socket is the readiness signal.
+        # Workers connect once this exists (the signature is known now) and set up their
+        # arenas while the model warms up; each is ready when the "ready" frame comes.
         server = await loop.create_unix_server(self._connect, path=self.socket_path)
+        try:
+            await loop.run_in_executor(None, self.model.warm_up)
+        except Exception:
+            log.exception("model %s failed to warm up", self.settings.model_name)
+            server.close()
+            return 1
+        self.model.start_batching()
+        self.warm = True
+        for peer in self.peers:
+            peer.link.send(READY)
         log.info("engine up: model %s on %s", self.settings.model_name, self.socket_path)
         await stop.wait()
         server.close()
@@ -152,6 +168,8 @@ class EngineServer:
                 "platform": backend.platform,
             }
         )
+        if self.warm:
+            peer.link.send(READY)
         return peer.link
 
     def request(self, peer: _WorkerPeer, msg: dict) -> None:
@@ -245,8 +263,9 @@ class RemoteModel(Model):
         self.link: FrameLink | None = None
         self._next_id = 0
 
-    def load(self) -> None:
-        """Blocking (in a thread): wait for the engine, read its signature, make the arena."""
+    def load(self, warm_up: bool = True) -> None:
+        """Blocking (in a thread): wait for the engine, read its signature, make the
+        arena, wait for the engine's ready frame."""
         while True:
             try:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -269,6 +288,11 @@ class RemoteModel(Model):
         _prefault(self.shm.buf, write=True)
         self._free = list(range(self.slots))
         sock.sendall(frame({"shm": self.shm.name}))
+        # The engine may still be warming up (minutes for a cold engine build); it says
+        # when it is ready. An engine that fails closes the socket: this load fails too.
+        header = self._recv_exact(sock, LENGTH.size)
+        if pickle.loads(self._recv_exact(sock, LENGTH.unpack(header)[0])) != READY:
+            raise ConnectionError("engine sent something other than its ready frame")
         self._sock = sock
 
     @staticmethod

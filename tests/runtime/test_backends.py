@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelserve_runtime.backends import TensorSpec, batch_buckets, parse_specs
+from modelserve_runtime.backends import ExampleRows, TensorSpec, batch_buckets, parse_specs
 from modelserve_runtime.backends.tensorrt import engine_cache_key
 from modelserve_runtime.backends.torch import default_instances
 from modelserve_runtime.config import Settings
@@ -36,6 +36,18 @@ def test_batch_buckets_cover_every_size(max_batch: int, sizes: list[int]) -> Non
     for rows in range(1, max_batch + 1):
         fit = next(b for b in buckets if b >= rows)
         assert fit - rows < max(16, -(-max_batch // 8))
+
+
+def test_warm_up_data_is_drawn_once_and_sliced() -> None:
+    spec = TensorSpec("input", "FP16", (-1, 3, 8, 8))
+    examples = ExampleRows(16)
+    biggest = examples.get(spec, 16)
+    small = examples.get(spec, 4)
+    assert biggest.shape == (16, 3, 8, 8) and small.shape == (4, 3, 8, 8)
+    assert np.shares_memory(biggest, small)  # a view, not a second draw
+    assert not small.flags.writeable  # shared by every bucket: nobody may write it
+    assert examples.get(spec, 32).shape[0] == 32  # more than planned: drawn again
+    assert examples.get(spec, 0).shape == (1, 3, 8, 8)  # no batch dim asked: one row
 
 
 def test_parse_specs() -> None:

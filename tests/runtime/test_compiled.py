@@ -9,6 +9,7 @@ import json
 import os
 import stat
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -40,7 +41,7 @@ def test_engine_key_names_everything_that_changes_the_generated_code() -> None:
         dataclasses.replace(KEY, precision="bf16"),
         dataclasses.replace(KEY, buckets=(1, 2, 4, 8, 16, 32, 64, 128)),
         dataclasses.replace(KEY, options=BuildOptions(mode="max-autotune")),
-        dataclasses.replace(KEY, options=BuildOptions(freezing=False)),
+        dataclasses.replace(KEY, options=BuildOptions(freezing=True)),
         dataclasses.replace(KEY, options=BuildOptions(dynamic_batch=False)),
         dataclasses.replace(KEY, options=BuildOptions(channels_last=False)),
     ]
@@ -143,6 +144,76 @@ def test_progress_says_what_it_is_doing(monkeypatch: pytest.MonkeyPatch) -> None
         assert said.wait(30), "no progress line"
     assert lines[0].startswith("building engine, ") and lines[0].endswith(" s")
     assert clock() > 0
+
+
+def test_progress_reaches_the_hook_with_seconds_since_the_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[tuple[str, float]] = []
+    ticked = threading.Event()
+
+    def hook(phase: str, elapsed_s: float) -> None:
+        seen.append((phase, elapsed_s))
+        if len(seen) > 1:
+            ticked.set()
+
+    compiled.set_progress_hook(hook)
+    try:
+        since = time.monotonic() - 100  # the load began 100 s ago
+        with compiled.progress("loading engine", every_s=0.01, since=since):
+            assert ticked.wait(30), "no tick reached the hook"
+        compiled.report_progress("ready", 123.0)
+    finally:
+        compiled.set_progress_hook(None)
+    assert seen[0][0] == "loading engine" and seen[0][1] >= 100
+    assert seen[-1] == ("ready", 123.0)
+    compiled.report_progress("after", 1.0)  # the no-op again
+    assert seen[-1] == ("ready", 123.0)
+
+
+def test_a_failing_progress_hook_never_stops_a_load() -> None:
+    def broken(phase: str, elapsed_s: float) -> None:
+        raise RuntimeError("status endpoint down")
+
+    compiled.set_progress_hook(broken)
+    try:
+        compiled.report_progress("import torch", 3.0)
+        with compiled.progress("building engine", every_s=60):
+            pass
+    finally:
+        compiled.set_progress_hook(None)
+
+
+@pytest.mark.parametrize(
+    ("compiled_engine", "options", "expected"),
+    [
+        ("compiled, dynamic batch", BuildOptions(), [2, 4, 8, 16]),
+        ("eager", None, [1, 2, 4, 8, 16]),
+        ("compiled, one graph per bucket", BuildOptions(dynamic_batch=False), [1, 2, 4, 8, 16]),
+    ],
+)
+def test_batch_one_shares_the_two_row_graph_only_in_a_dynamic_engine(
+    compiled_engine: str, options: BuildOptions | None, expected: list[int]
+) -> None:
+    buckets = [1, 2, 4, 8, 16]
+    is_compiled = options is not None
+    got = compiled.graph_buckets(buckets, is_compiled, options or BuildOptions())
+    assert got == expected, compiled_engine
+    assert compiled.graph_buckets([1], True, BuildOptions()) == [1]  # max batch 1
+
+
+def test_cudnn_autotuning_policies() -> None:
+    buckets = [1, 2, 4, 8, 16, 32, 48, 64, 80, 96, 112, 128]
+    assert not any(compiled.cudnn_autotune(b, buckets) for b in buckets)  # default: none
+    tuned = [b for b in buckets if compiled.cudnn_autotune(b, buckets, "large")]
+    assert tuned == [64, 80, 96, 112, 128]
+    assert all(compiled.cudnn_autotune(b, buckets, "all") for b in buckets)
+
+
+def test_weights_are_not_frozen_by_default() -> None:
+    # A frozen graph bypasses the AOT-autograd cache: every warm start re-traced it.
+    assert BuildOptions().freezing is False
+    assert compiled.options_for("auto", True).freezing is False
 
 
 def test_torch_compile_setting_is_validated() -> None:

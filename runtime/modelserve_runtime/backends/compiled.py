@@ -33,9 +33,53 @@ from typing import Any
 
 log = logging.getLogger("modelserve.backend")
 
-# Bumped when the build recipe below changes what a cached file means.
-RECIPE = 1
+# Bumped when the build recipe below changes what a cached file means (2: batch 1 runs
+# in the 2-row graph, so no batch-1 graph is compiled or cached).
+RECIPE = 2
 SUFFIX = ".torchcompile"
+
+# --- start-up progress hook ----------------------------------------------------------
+# The backend reports each start-up phase ("import torch", "building engine", ...) and,
+# during a long one, every `progress` tick, as (phase, seconds since the start began).
+# A no-op here: the server wires it to whatever reports progress (status, events).
+ProgressHook = Callable[[str, float], None]
+
+
+def _no_progress(phase: str, elapsed_s: float) -> None:
+    return None
+
+
+_progress_hook: ProgressHook = _no_progress
+
+
+def set_progress_hook(hook: ProgressHook | None) -> None:
+    """Install `hook(phase, elapsed_s)`; None restores the no-op. Called from any thread
+    (the loading thread and the progress ticker), so it must be cheap and thread-safe."""
+    global _progress_hook
+    _progress_hook = hook or _no_progress
+
+
+def report_progress(phase: str, elapsed_s: float) -> None:
+    try:
+        _progress_hook(phase, elapsed_s)
+    except Exception:  # a broken reporter must never stop a model from loading
+        log.debug("progress hook failed", exc_info=True)
+
+
+# --- warm-start choices (measured; see docs/runtime.md, Compiled engines) -------------
+# torch always specializes a dimension of size 1, so a batch-1 call would trace, freeze
+# and load a second graph on every start. With a dynamic batch, batch 1 runs padded in
+# the 2-row graph instead.
+SHARE_BATCH_ONE = True
+# cuDNN's per-shape autotuning (torch.backends.cudnn.benchmark) tries every algorithm for
+# every convolution at every bucket, on every start (its results are not cached across
+# processes): "all", "none", or "large" (only buckets of at least half the max batch).
+# Measured on an H200 (ResNet-50 fp16 compiled, warm start, hack/probe-warm-start):
+# autotuning every bucket cost 13.6 s of the first instance's graphs, the large ones
+# 5.2-5.6 s, none 1.1 s; GPU-only rows/s were the same within noise either way (b128
+# 26.3k-27.5k with, 26.4k without in the same run; b8 12.4k with, 13.0k without), as
+# was batch-1 latency. cuDNN's heuristics pick as well as its benchmark here.
+CUDNN_AUTOTUNE = "none"
 
 
 @dataclass(frozen=True)
@@ -45,9 +89,13 @@ class BuildOptions:
     # inductor mode; max-autotune measured no faster for ResNet-50 (29.2k vs 30.0k
     # img/s) and took 282 s to compile, so "auto" means "default".
     mode: str = "default"
-    # Weights become constants: batch-norm folds into the convolutions, layouts are
-    # chosen once.
-    freezing: bool = True
+    # Frozen weights (constants: batch-norm folded into the convolutions, layouts
+    # fixed once) measured no faster on an H200 (ResNet-50 b128 GPU-only, same run:
+    # 26.2-26.3k img/s frozen, 26.2k not; another run 27.5k vs 26.1k), but a frozen
+    # graph bypasses the AOT-autograd cache, so every start traced and froze it again:
+    # the first call of a warm start took 9.4-10.7 s frozen, 5.1 s not
+    # (hack/probe-warm-start). Off by default; True still works.
+    freezing: bool = False
     # One graph whose batch dimension is symbolic (plus batch 1, which torch always
     # specializes) instead of one graph per bucket: a fraction of the build and load
     # time; every bucket still gets its own CUDA graph.
@@ -108,6 +156,24 @@ def plan(
     if os.path.isfile(path):
         return Plan("load", "cached engine", path)
     return Plan("build", "no cached engine for this key", path)
+
+
+def graph_buckets(buckets: list[int], compiled: bool, options: BuildOptions) -> list[int]:
+    """The batch sizes that get a CUDA graph: every bucket, except batch 1 in a compiled
+    engine with a dynamic batch (it runs padded in the 2-row graph, see SHARE_BATCH_ONE)."""
+    if compiled and options.dynamic_batch and SHARE_BATCH_ONE and len(buckets) > 1:
+        return [b for b in buckets if b != 1]
+    return list(buckets)
+
+
+def cudnn_autotune(bucket: int, buckets: list[int], policy: str | None = None) -> bool:
+    """Whether to autotune cuDNN while the graph of `bucket` is captured."""
+    policy = policy or CUDNN_AUTOTUNE
+    if policy == "all":
+        return True
+    if policy == "none":
+        return False
+    return bucket * 2 >= max(buckets)
 
 
 def options_for(setting: str, conv_like: bool) -> BuildOptions:
@@ -187,16 +253,23 @@ def save_artifacts(torch: Any, path: str) -> bool:
 
 
 @contextlib.contextmanager
-def progress(what: str, every_s: float = 10.0) -> Iterator[Callable[[], float]]:
+def progress(
+    what: str, every_s: float = 10.0, since: float | None = None
+) -> Iterator[Callable[[], float]]:
     """Logs "<what>, N s" every `every_s` while the block runs, so a long start shows
-    what it is doing in the pod's log; yields a clock of the seconds so far."""
+    what it is doing in the pod's log, and reports it to the progress hook (with the
+    seconds since `since`, the start of the whole load, when given); yields a clock of
+    the block's own seconds so far."""
     started = time.monotonic()
+    origin = started if since is None else since
     done = threading.Event()
 
     def tick() -> None:
         while not done.wait(every_s):
             log.info("%s, %.0f s", what, time.monotonic() - started)
+            report_progress(what, time.monotonic() - origin)
 
+    report_progress(what, started - origin)
     ticker = threading.Thread(target=tick, name="engine-progress", daemon=True)
     ticker.start()
     try:

@@ -43,6 +43,27 @@ def default_instances(on_gpu: bool, serves_http: bool) -> int:
     return 2 if serves_http else 3
 
 
+def _exported_outputs(program: Any) -> list[tuple[tuple[int, ...], Any, bool]] | None:
+    """(shape without the batch dim, dtype, floating) of each output of a torch.export
+    program, from the metadata export recorded, so no eager run is needed (it took
+    1.5 s of a ResNet-50 start); None when that metadata is missing or not concrete."""
+    if program is None:
+        return None
+    try:
+        node = next(n for n in program.graph_module.graph.nodes if n.op == "output")
+        # The graph also returns mutated buffers; the caller sees the user outputs only.
+        user = list(program.graph_signature.user_outputs)
+        by_name = {arg.name: arg for arg in node.args[0] if hasattr(arg, "name")}
+        results = []
+        for name in user:
+            val = by_name[name].meta["val"]
+            shape = tuple(int(d) for d in val.shape[1:])
+            results.append((shape, val.dtype, val.is_floating_point()))
+    except Exception:  # not a plain tensor output, a symbolic non-batch dim: run it
+        return None
+    return results or None
+
+
 def _cache_counters(torch: Any) -> dict[str, int]:
     """Compile-cache hits and misses so far, to tell a real load from a rebuild."""
     from torch._dynamo.utils import counters
@@ -74,14 +95,16 @@ class TorchBackend(Backend):
     platform = "pytorch_libtorch"
 
     def _mark(self, phase: str) -> None:
-        """Seconds since the previous mark, by phase: where a start's time goes."""
+        """Seconds since the previous mark, by phase: where a start's time goes; also
+        told to the progress hook (compiled.set_progress_hook)."""
         now = time.monotonic()
         self.phases[phase] = round(now - self._since, 2)
         self._since = now
+        compiled.report_progress(phase, now - self._started)
 
     def load(self) -> None:
         self.phases: dict[str, float] = {}
-        self._since = time.monotonic()
+        self._started = self._since = time.monotonic()
         import torch
 
         self.torch = torch
@@ -107,7 +130,8 @@ class TorchBackend(Backend):
             # rows/s with the pool and 9370 without (2 instances, H200), and batch-1 took
             # +0.23 ms from a worker thread (hack/probe-backend-threads).
             torch.set_num_threads(1)
-            torch.backends.cudnn.benchmark = True
+            # cuDNN autotuning: per bucket at capture (compiled.CUDNN_AUTOTUNE says why).
+            torch.backends.cudnn.benchmark = compiled.CUDNN_AUTOTUNE == "all"
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self.compute_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(s.precision)
@@ -122,8 +146,17 @@ class TorchBackend(Backend):
         if use_cuda:
             torch.cuda.init()
             self._mark("CUDA init")
+        program = None
         if s.model_path.endswith(".pt2"):
-            module = torch.export.load(s.model_path).module()
+            # The export/dynamo/inductor machinery is most of a .pt2's read time; timed
+            # apart so the log says which.
+            import torch._dynamo
+            import torch._inductor.config
+            import torch.export
+
+            self._mark("import compiler")
+            program = torch.export.load(s.model_path)
+            module = program.module()
         else:
             module = torch.jit.load(s.model_path, map_location=self.device)
             module.eval()
@@ -144,19 +177,26 @@ class TorchBackend(Backend):
         self.module = module
         self._mark("to device")
 
-        # Discover outputs with one single-row run; names come from --outputs or outputN.
-        from . import example_tensor
+        # Outputs: from the exported program's own metadata, else one single-row run;
+        # names come from --outputs or outputN.
+        outs = _exported_outputs(program)
+        if outs is None:
+            from . import example_tensor
 
-        with torch.no_grad():
-            sample = [self._to_device(torch.from_numpy(example_tensor(sp, 1))) for sp in specs]
-            outs = _flatten_outputs(self.module(*sample))
+            with torch.no_grad():
+                sample = [self._to_device(torch.from_numpy(example_tensor(sp, 1))) for sp in specs]
+                outs = [
+                    (tuple(t.shape[1:]), t.dtype, t.is_floating_point())
+                    for t in _flatten_outputs(self.module(*sample))
+                ]
         names = [sp.name for sp in parse_specs(s.outputs, "outputs") or []]
         names += [f"output{i}" for i in range(len(names), len(outs))]
         self.outputs = [
-            TensorSpec(names[i], self._out_datatype(t), (-1, *t.shape[1:]))
-            for i, t in enumerate(outs)
+            TensorSpec(names[i], self._out_datatype(dtype, floating), (-1, *shape))
+            for i, (shape, dtype, floating) in enumerate(outs)
         ]
         self.buckets = batch_buckets(s.max_batch_size) if self.batchable else []
+        self.graph_buckets = self.buckets  # narrowed at warm-up (compiled.graph_buckets)
         self.use_graphs = use_cuda and self.batchable
         self._mark("outputs")
         self._plan_engine(use_cuda)
@@ -168,9 +208,9 @@ class TorchBackend(Backend):
         self._mark("pinned buffers")
 
     # --- dtype helpers -------------------------------------------------------------
-    def _out_datatype(self, t: Any) -> str:
+    def _out_datatype(self, dtype: Any, floating: bool) -> str:
         torch = self.torch
-        if t.is_floating_point():
+        if floating:
             return "FP32"  # reduced precision stays inside the GPU; callers get fp32
         return {
             torch.int64: "INT64",
@@ -178,7 +218,7 @@ class TorchBackend(Backend):
             torch.bool: "BOOL",
             torch.uint8: "UINT8",
             torch.int8: "INT8",
-        }[t.dtype]
+        }[dtype]
 
     def _to_device(self, t: Any) -> Any:
         if t.is_floating_point() and self.compute_dtype is not None:
@@ -212,10 +252,13 @@ class TorchBackend(Backend):
         if self._plan.action == "eager":
             return
         compiled.forget_earlier_builds(torch)
-        if self._plan.action == "load" and not compiled.load_artifacts(
-            torch, self._plan.path or ""
-        ):
-            self._plan = compiled.Plan("build", "cached engine unusable", self._plan.path)
+        if self._plan.action == "load":
+            if compiled.load_artifacts(torch, self._plan.path or ""):
+                # Everything comes from the cache: inductor's pool of compile workers (a
+                # process per core, each importing torch) would only compete for the CPU.
+                torch._inductor.config.compile_threads = 1
+            else:
+                self._plan = compiled.Plan("build", "cached engine unusable", self._plan.path)
         try:
             self.run = compiled.compile_module(torch, self.module, self._options)
         except Exception as exc:
@@ -253,7 +296,7 @@ class TorchBackend(Backend):
     def warmup(self) -> None:
         plan = self._plan
         what = {"build": "building engine", "load": "loading engine"}.get(plan.action)
-        with compiled.progress(what or "warming up") as clock:
+        with compiled.progress(what or "warming up", since=self._started) as clock:
             try:
                 self._warm_all()
             except Exception as exc:
@@ -265,6 +308,7 @@ class TorchBackend(Backend):
                 self._warm_all()
             seconds = clock()
         self.engine_info.update(action=self._plan.action, why=plan.why, warmup_s=seconds)
+        compiled.report_progress("ready", time.monotonic() - self._started)
         self.engine_info["phases"] = self.phases
         log.info("torch engine phases (s): %s", self.phases)
         if self._plan.action != "eager":
@@ -289,34 +333,44 @@ class TorchBackend(Backend):
             return
         torch = self.torch
         self._since = time.monotonic()
+        self.graph_buckets = compiled.graph_buckets(
+            self.buckets, self._plan.action != "eager", self._options
+        )
+        from . import ExampleRows
+
+        self._examples = ExampleRows(max(self.buckets))
         slots = [self._slots.get() for _ in range(self.instances)]
         try:
             for i, slot in enumerate(slots):
                 pool = torch.cuda.graph_pool_handle()
                 # Largest first, so smaller graphs reuse the same memory pool (and the
                 # compiled engine's first, shared graph is traced at a batch > 1).
-                for bucket in sorted(self.buckets, reverse=True):
-                    slot.graphs[bucket] = self._capture(slot, bucket, pool)
+                for bucket in sorted(self.graph_buckets, reverse=True):
+                    # cuDNN picks its algorithms while the graph is captured; the choice
+                    # is baked into the graph (compiled.CUDNN_AUTOTUNE says which buckets
+                    # are worth the autotuning's seconds).
+                    torch.backends.cudnn.benchmark = compiled.cudnn_autotune(bucket, self.buckets)
+                    slot.graphs[bucket] = self._capture(slot, bucket, pool, first=i == 0)
                     if i == 0 and bucket == max(self.buckets):
                         self._mark(f"first call, batch {bucket}")
                 self._mark(f"graphs, instance {i + 1}")
         finally:
+            del self._examples
             for slot in slots:
                 self._slots.put(slot)
         super().warmup()  # replays every bucket once, end to end
         self._mark("end-to-end warm-up")
 
-    def _capture(self, slot: _Slot, bucket: int, pool: Any) -> _Graph:
+    def _capture(self, slot: _Slot, bucket: int, pool: Any, first: bool = True) -> _Graph:
         torch = self.torch
-        from . import example_tensor
-
         static_in = [
-            self._to_device(torch.from_numpy(example_tensor(sp, bucket))) for sp in self.inputs
+            self._to_device(torch.from_numpy(self._examples.get(sp, bucket))) for sp in self.inputs
         ]
         compiled.mark_batch_dynamic(torch, static_in, bucket, self._options)
         with torch.no_grad(), torch.cuda.stream(slot.stream):
-            # Compilation, cudnn autotuning and lazy init stay out of the graph.
-            for _ in range(2):
+            # Compilation, cudnn autotuning and lazy init stay out of the graph; for
+            # the instances after the first, one call sets up this stream's handles.
+            for _ in range(2 if first else 1):
                 self.run(*static_in)
             slot.stream.synchronize()
             graph = torch.cuda.CUDAGraph()
@@ -365,7 +419,7 @@ class TorchBackend(Backend):
             staged.append(dst)
         with torch.no_grad(), torch.cuda.stream(slot.stream):
             if self.use_graphs:
-                bucket = self.buckets[bisect.bisect_left(self.buckets, rows)]
+                bucket = self.graph_buckets[bisect.bisect_left(self.graph_buckets, rows)]
                 g = slot.graphs[bucket]
                 for static, host in zip(g.inputs, staged, strict=True):
                     static[:rows].copy_(host, non_blocking=True)
