@@ -328,6 +328,11 @@ def status_screen(name: str, namespace: str | None) -> str:
         lines.append("Fallback:    ACTIVE (no primary pod is ready)")
     if st.get("endpoint"):
         lines.append(f"Endpoint:    {st['endpoint']}")
+    if st.get("modelProgress"):
+        # What the operator read from the pods' progress endpoints (no log access needed).
+        shown = st["modelProgress"]
+        lines.append(f"Progress:    {shown.get('message', '')}  "
+                     f"(updated {_ago(shown.get('updatedAt'))})")
     lines.append("Conditions:")
     for c in st.get("conditions") or []:
         lines.append(f"  {c['type']:<12} {c['status']:<6} {c.get('reason', '')}: "

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 
+from . import progress
 from .backends import Backend, TensorSpec
 from .batcher import Batcher, BatcherStats
 from .codec import InferRequest
@@ -33,12 +34,17 @@ class Model:
     def load(self) -> None:
         """Blocking: load and warm up (runs in a thread; the server is live meanwhile)."""
         started = time.monotonic()
+        # A backend that builds an engine reports its own finer phases through the same
+        # progress.report; these say where the pod is when it does not.
+        progress.report("loading the model")
         self.backend.load()
         self._inputs = {spec.name: spec for spec in self.backend.inputs}
         self._outputs = [spec.name for spec in self.backend.outputs]
         loaded = time.monotonic()
         if self.settings.warmup:
+            progress.report("warming up")
             self.backend.warmup()
+        progress.report("loaded")
         log.info(
             "model %s v%s loaded in %.1fs, warmed up in %.1fs (%s, %d instance(s))",
             self.name,

@@ -1,7 +1,8 @@
 """Download progress as one line every few seconds: bytes done / total, rate, time left.
 
-The lines go to the fetch container's log, where `modelserve status` shows the latest one
-for pods still initialising. The format is for people; the prefix is what tools look for.
+The lines go to the fetch container's log (the format is for people; the prefix is what
+tools look for). Once a second the same numbers also go to modelserve_runtime.progress, whose
+endpoint the operator reads into the ModelDeployment's status.
 """
 
 from __future__ import annotations
@@ -11,8 +12,12 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+from .. import progress as pod_progress
+
 PREFIX = "fetch: progress "
 EVERY_SECONDS = 5.0
+REPORT_EVERY_SECONDS = 1.0  # to the pod's progress endpoint: a small file write
+PHASE = "downloading"
 
 
 def human_bytes(n: float) -> str:
@@ -46,19 +51,27 @@ class Progress:
         self.clock = clock
         self.started = clock()
         self.last = self.started
+        self.last_report = self.started
         self.done = 0
         self.total: int | None = None
 
     def restart(self, done: int, total: int | None) -> None:
         """A retry starts again at `done` bytes (0 unless the source can resume)."""
         self.done, self.total = done, total
+        self.report()
 
     def advance(self, n: int) -> None:
         self.done += n
         now = self.clock()
-        if now - self.last >= EVERY_SECONDS:
-            self.last = now
-            self.print()
+        if now - self.last_report >= REPORT_EVERY_SECONDS:
+            self.last_report = now
+            self.report()
+            if now - self.last >= EVERY_SECONDS:
+                self.last = now
+                self.print()
+
+    def report(self) -> None:
+        pod_progress.report(PHASE, self.done, self.total, clock=self.clock)
 
     def print(self) -> None:
         seconds = self.clock() - self.started

@@ -1,0 +1,129 @@
+"""What a pod is doing before it is Ready, for the operator to put into status.
+
+A model pod spends its slow minutes before the runtime answers its readiness probe: the
+fetch init container downloads the model, then the runtime loads it (and, on a GPU, builds
+an engine). Whatever does that work calls `report(phase, done, total)`; an HTTP endpoint on
+the pod's own port (contract.PROGRESS_PATH) answers the latest report as JSON, and the
+operator, only while the pod is not Ready, reads it from the pod IP. So progress reaches
+the ModelDeployment's status without the pod holding API credentials and without the
+operator reading logs (it has no pods/log permission).
+
+The report lives in a small file, not only in memory: the runtime's engine process (which
+loads the model) and its HTTP worker processes (which answer the endpoint) are different
+processes of one container (supervisor.py). The fetch init container serves the same
+endpoint itself (`serve_in_background`): the runtime container has not started yet, so the
+port is free.
+
+    from modelserve_runtime import progress
+    progress.report("building engine", done=3, total=12, unit="layers")
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .contract import PROGRESS_PATH
+
+log = logging.getLogger("modelserve.progress")
+
+FILE_ENV = "MODELSERVE_PROGRESS_FILE"
+
+
+def _path() -> str:
+    return os.environ.get(FILE_ENV) or os.path.join(tempfile.gettempdir(),
+                                                    "modelserve-progress.json")
+
+
+class _Phase:
+    """Where the current phase started, for its rate and time left."""
+
+    name: str | None = None
+    started: float = 0.0
+    done_at_start: int = 0
+
+
+_phase = _Phase()
+_lock = threading.Lock()
+
+
+def snapshot(phase: str, done: int | None, total: int | None, unit: str,
+             seconds: float, done_at_start: int = 0) -> dict[str, Any]:
+    """The endpoint's JSON for one report: rate and time left from the phase's start."""
+    out: dict[str, Any] = {"phase": phase, "unit": unit, "done": done, "total": total}
+    if done is not None and seconds > 0 and done > done_at_start:
+        rate = (done - done_at_start) / seconds
+        out["ratePerSecond"] = round(rate, 1)
+        if total is not None and total >= done:
+            out["secondsLeft"] = round((total - done) / rate, 1)
+    return out
+
+
+def report(phase: str, done: int | None = None, total: int | None = None, *,
+           unit: str = "bytes", clock: Callable[[], float] = time.monotonic) -> None:
+    """Record what this pod is doing now; cheap enough to call a few times a second.
+
+    `phase` is a few words a person reads ("downloading", "loading", "building engine");
+    `done`/`total` count `unit`s of it when known. Never raises: progress is a courtesy,
+    a full /tmp must not fail a model load.
+    """
+    now = clock()
+    with _lock:
+        if phase != _phase.name:
+            _phase.name, _phase.started, _phase.done_at_start = phase, now, done or 0
+        body = snapshot(phase, done, total, unit, now - _phase.started, _phase.done_at_start)
+    path = _path()
+    partial = f"{path}.{os.getpid()}.{threading.get_ident()}"  # one per writer
+    try:
+        with open(partial, "w") as f:
+            json.dump(body, f)
+        os.replace(partial, path)  # a reader never sees half a report
+    except OSError as e:
+        log.debug("cannot record progress in %s: %s", path, e)
+
+
+def current() -> dict[str, Any]:
+    """The latest report of any process in this container; {} before the first."""
+    try:
+        with open(_path()) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path != PROGRESS_PATH:
+            self.send_error(404)
+            return
+        body = json.dumps(current()).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args) -> None:
+        pass
+
+
+def serve_in_background(port: int, host: str = "0.0.0.0") -> http.server.HTTPServer | None:
+    """Answer PROGRESS_PATH on `port` from a daemon thread (the fetch init container).
+
+    None when the port is taken: the download goes on, only without visible progress.
+    """
+    try:
+        server = http.server.ThreadingHTTPServer((host, port), _Handler)
+    except OSError as e:
+        log.warning("progress endpoint not served on port %d: %s", port, e)
+        return None
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="progress-http", daemon=True).start()
+    return server
