@@ -20,7 +20,6 @@ port is free.
 
 from __future__ import annotations
 
-import http.server
 import json
 import logging
 import os
@@ -98,29 +97,31 @@ def current() -> dict[str, Any]:
         return {}
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        if self.path != PROGRESS_PATH:
-            self.send_error(404)
-            return
-        body = json.dumps(current()).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+def serve_in_background(port: int, host: str = "0.0.0.0"):
+    """Answer PROGRESS_PATH on `port` from a daemon thread (the fetch init container);
+    the HTTPServer, or None when the port is taken: the download goes on, only without
+    visible progress."""
+    # Imported here: http.server pulls in the email package, a cost every fetch would pay
+    # at start even when it serves no progress (hack/bench-fetch).
+    import http.server
 
-    def log_message(self, *_args) -> None:
-        pass
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path != PROGRESS_PATH:
+                self.send_error(404)
+                return
+            body = json.dumps(current()).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
+        def log_message(self, *_args) -> None:
+            pass
 
-def serve_in_background(port: int, host: str = "0.0.0.0") -> http.server.HTTPServer | None:
-    """Answer PROGRESS_PATH on `port` from a daemon thread (the fetch init container).
-
-    None when the port is taken: the download goes on, only without visible progress.
-    """
     try:
-        server = http.server.ThreadingHTTPServer((host, port), _Handler)
+        server = http.server.ThreadingHTTPServer((host, port), Handler)
     except OSError as e:
         log.warning("progress endpoint not served on port %d: %s", port, e)
         return None

@@ -16,7 +16,10 @@ from .. import progress as pod_progress
 
 PREFIX = "fetch: progress "
 EVERY_SECONDS = 5.0
-REPORT_EVERY_SECONDS = 1.0  # to the pod's progress endpoint: a small file write
+# To the pod's progress endpoint (a small file write): once a second, and at every percent,
+# so a download that stalls still shows how far it got.
+REPORT_EVERY_SECONDS = 1.0
+REPORT_EVERY_FRACTION = 0.01
 PHASE = "downloading"
 
 
@@ -52,6 +55,7 @@ class Progress:
         self.started = clock()
         self.last = self.started
         self.last_report = self.started
+        self.reported = 0
         self.done = 0
         self.total: int | None = None
 
@@ -63,14 +67,17 @@ class Progress:
     def advance(self, n: int) -> None:
         self.done += n
         now = self.clock()
-        if now - self.last_report >= REPORT_EVERY_SECONDS:
+        step = self.total * REPORT_EVERY_FRACTION if self.total else None
+        if now - self.last_report >= REPORT_EVERY_SECONDS or (
+                step is not None and self.done - self.reported >= step):
             self.last_report = now
             self.report()
-            if now - self.last >= EVERY_SECONDS:
-                self.last = now
-                self.print()
+        if now - self.last >= EVERY_SECONDS:
+            self.last = now
+            self.print()
 
     def report(self) -> None:
+        self.reported = self.done
         pod_progress.report(PHASE, self.done, self.total, clock=self.clock)
 
     def print(self) -> None:
