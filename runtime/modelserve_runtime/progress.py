@@ -53,48 +53,58 @@ _phase = _Phase()
 _lock = threading.Lock()
 
 
-def snapshot(phase: str, done: int | None, total: int | None, unit: str,
-             seconds: float, done_at_start: int = 0) -> dict[str, Any]:
-    """The endpoint's JSON for one report: rate and time left from the phase's start."""
-    out: dict[str, Any] = {"phase": phase, "unit": unit, "done": done, "total": total}
-    if done is not None and seconds > 0 and done > done_at_start:
-        rate = (done - done_at_start) / seconds
+def estimate(record: dict[str, Any], now: float) -> dict[str, Any]:
+    """The endpoint's answer: the record plus rate and time left, computed when asked.
+
+    Computed at read time, not at report time, so a download that stalls shows its rate
+    falling and its time left growing instead of the last good numbers.
+    """
+    out = {k: record.get(k) for k in ("phase", "unit", "done", "total")}
+    done, started = record.get("done"), record.get("startedAt")
+    at_start = record.get("doneAtStart") or 0
+    if isinstance(done, int) and isinstance(started, int | float) and done > at_start \
+            and now > started:
+        rate = (done - at_start) / (now - started)
         out["ratePerSecond"] = round(rate, 1)
-        if total is not None and total >= done:
+        total = record.get("total")
+        if isinstance(total, int) and total >= done:
             out["secondsLeft"] = round((total - done) / rate, 1)
     return out
 
 
 def report(phase: str, done: int | None = None, total: int | None = None, *,
-           unit: str = "bytes", clock: Callable[[], float] = time.monotonic) -> None:
+           unit: str = "bytes", clock: Callable[[], float] = time.time) -> None:
     """Record what this pod is doing now; cheap enough to call a few times a second.
 
-    `phase` is a few words a person reads ("downloading", "loading", "building engine");
-    `done`/`total` count `unit`s of it when known. Never raises: progress is a courtesy,
-    a full /tmp must not fail a model load.
+    `phase` is a few words a person reads ("downloading", "loading the model", "building
+    engine"); `done`/`total` count `unit`s of it when known. Never raises: progress is a
+    courtesy, a full /tmp must not fail a model load.
     """
     now = clock()
     with _lock:
         if phase != _phase.name:
             _phase.name, _phase.started, _phase.done_at_start = phase, now, done or 0
-        body = snapshot(phase, done, total, unit, now - _phase.started, _phase.done_at_start)
+        record = {"phase": phase, "unit": unit, "done": done, "total": total,
+                  "startedAt": _phase.started, "doneAtStart": _phase.done_at_start}
     path = _path()
     partial = f"{path}.{os.getpid()}.{threading.get_ident()}"  # one per writer
     try:
         with open(partial, "w") as f:
-            json.dump(body, f)
+            json.dump(record, f)
         os.replace(partial, path)  # a reader never sees half a report
     except OSError as e:
         log.debug("cannot record progress in %s: %s", path, e)
 
 
-def current() -> dict[str, Any]:
-    """The latest report of any process in this container; {} before the first."""
+def current(clock: Callable[[], float] = time.time) -> dict[str, Any]:
+    """The latest report of any process in this container, with its estimate; {} before
+    the first."""
     try:
         with open(_path()) as f:
-            return json.load(f)
+            record = json.load(f)
     except (OSError, ValueError):
         return {}
+    return estimate(record, clock()) if isinstance(record, dict) else {}
 
 
 def serve_in_background(port: int, host: str = "0.0.0.0"):

@@ -18,18 +18,20 @@ from modelserve_runtime.contract import PROGRESS_PATH
 MIB = 1 << 20
 
 
-def test_rate_and_time_left_count_from_the_start_of_the_phase():
+def test_rate_and_time_left_count_from_the_start_of_the_phase_until_asked():
     now = [100.0]
     clock = lambda: now[0]  # noqa: E731
     progress.report("downloading", 0, 100 * MIB, clock=clock)
     now[0] += 4
     progress.report("downloading", 40 * MIB, 100 * MIB, clock=clock)
-    assert progress.current() == {"phase": "downloading", "unit": "bytes", "done": 40 * MIB,
-                                  "total": 100 * MIB, "ratePerSecond": 10 * MIB,
-                                  "secondsLeft": 6.0}
+    assert progress.current(clock) == {"phase": "downloading", "unit": "bytes",
+                                       "done": 40 * MIB, "total": 100 * MIB,
+                                       "ratePerSecond": 10 * MIB, "secondsLeft": 6.0}
+    now[0] += 4  # stalled: no report for 4 s, the rate halves, the time left doubles
+    assert progress.current(clock)["secondsLeft"] == 12.0
     progress.report("building engine", 1, 12, unit="layers", clock=clock)
-    assert progress.current() == {"phase": "building engine", "unit": "layers", "done": 1,
-                                  "total": 12}
+    assert progress.current(clock) == {"phase": "building engine", "unit": "layers",
+                                       "done": 1, "total": 12}
 
 
 def test_nothing_reported_reads_empty_and_a_report_never_raises(tmp_path, monkeypatch):

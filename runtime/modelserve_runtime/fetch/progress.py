@@ -78,7 +78,7 @@ class Progress:
 
     def report(self) -> None:
         self.reported = self.done
-        pod_progress.report(PHASE, self.done, self.total, clock=self.clock)
+        pod_progress.report(PHASE, self.done, self.total)  # wall clock: read elsewhere
 
     def print(self) -> None:
         seconds = self.clock() - self.started
