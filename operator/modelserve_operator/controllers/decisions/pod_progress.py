@@ -102,10 +102,11 @@ def describe(report: dict[str, Any], pods: int) -> str:
 
 
 def _seconds(rfc3339: str | None) -> float | None:
-    if not rfc3339:
+    try:
+        return datetime.datetime.strptime(rfc3339 or "", "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=datetime.UTC).timestamp()
+    except ValueError:  # absent or edited by hand: treat as old
         return None
-    return datetime.datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%SZ").replace(
-        tzinfo=datetime.UTC).timestamp()
 
 
 def summarise(reports: dict[str, dict[str, Any]], not_ready: int,

@@ -111,11 +111,13 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     for reason, message, warning in decided.events:
         await r.event(reason, message, warning)
     done = report.progress(r)
-    model_progress, pods_wait = await report.model_progress(r, done)
+    model_progress = await report.model_progress(r, done)
     await report.report(ctx, md, report.observed_after(r, done, analysis_status, scaling,
                                                        model_progress))
     due = _requeue(r, done)
-    if pods_wait:  # progress has no watch event of its own: come back to read it
+    if model_progress is not None:
+        # Bytes moving make no watch event: come back to read them while a pod reports.
+        # A pod that stops reporting (Ready, crashed, gone) changes its status: an event.
         due = min(due or POLL_SECONDS, POLL_SECONDS)
     return due
 

@@ -55,20 +55,19 @@ def progress(r: Round) -> Progress:
     return Progress(done, exceeded, started)
 
 
-async def model_progress(r: Round, done: Progress) -> tuple[dict[str, Any] | None, bool]:
-    """(status.modelProgress, whether pods wait): read from the not-Ready pods of the
-    revision being rolled out, only while it is not done; nothing is read in steady state."""
+async def model_progress(r: Round, done: Progress) -> dict[str, Any] | None:
+    """status.modelProgress: read from the not-Ready pods of the revision being rolled
+    out, only while it is not done; nothing is read in steady state."""
     if done.done:
-        return None, False
+        return None
     pods = r.seen.pods.get(r.plan.canary or r.plan.stable, [])
     waiting = pod_progress.waiting(pods)
-    if not waiting:
-        return None, False
     targets = pod_progress.targets(pods, r.ctx.settings.port)
-    reports = await r.ctx.read_progress(targets) if targets else {}
+    if not targets:
+        return None
+    reports = await r.ctx.read_progress(targets)
     previous = r.md.get("status", {}).get("modelProgress")
-    return pod_progress.summarise(reports, len(waiting), previous, r.now,
-                                  r.ctx.utcnow()), True
+    return pod_progress.summarise(reports, len(waiting), previous, r.now, r.ctx.utcnow())
 
 
 def observed_after(r: Round, done: Progress, analysis: dict[str, Any] | None,
