@@ -41,16 +41,7 @@ def _path() -> str:
                                                     "modelserve-progress.json")
 
 
-class _Phase:
-    """Where the current phase started, for its rate and time left."""
-
-    name: str | None = None
-    started: float = 0.0
-    done_at_start: int = 0
-
-
-_phase = _Phase()
-_lock = threading.Lock()
+_lock = threading.Lock()  # report() reads, then replaces, the file
 
 
 def estimate(record: dict[str, Any], now: float) -> dict[str, Any]:
@@ -80,31 +71,40 @@ def report(phase: str, done: int | None = None, total: int | None = None, *,
     engine"); `done`/`total` count `unit`s of it when known. Never raises: progress is a
     courtesy, a full /tmp must not fail a model load.
     """
-    now = clock()
-    with _lock:
-        if phase != _phase.name:
-            _phase.name, _phase.started, _phase.done_at_start = phase, now, done or 0
-        record = {"phase": phase, "unit": unit, "done": done, "total": total,
-                  "startedAt": _phase.started, "doneAtStart": _phase.done_at_start}
     path = _path()
-    partial = f"{path}.{os.getpid()}.{threading.get_ident()}"  # one per writer
+    with _lock:
+        # The phase's start lives in the file too: whichever process reports next (the
+        # engine process, a retry) continues the same rate and estimate.
+        last = _read(path)
+        if last.get("phase") == phase and isinstance(last.get("startedAt"), int | float):
+            started, at_start = last["startedAt"], last.get("doneAtStart") or 0
+        else:
+            started, at_start = clock(), done or 0
+        record = {"phase": phase, "unit": unit, "done": done, "total": total,
+                  "startedAt": started, "doneAtStart": at_start}
+        partial = f"{path}.{os.getpid()}.{threading.get_ident()}"  # one per writer
+        try:
+            with open(partial, "w") as f:
+                json.dump(record, f)
+            os.replace(partial, path)  # a reader never sees half a report
+        except OSError as e:
+            log.debug("cannot record progress in %s: %s", path, e)
+
+
+def _read(path: str) -> dict[str, Any]:
     try:
-        with open(partial, "w") as f:
-            json.dump(record, f)
-        os.replace(partial, path)  # a reader never sees half a report
-    except OSError as e:
-        log.debug("cannot record progress in %s: %s", path, e)
+        with open(path) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def current(clock: Callable[[], float] = time.time) -> dict[str, Any]:
     """The latest report of any process in this container, with its estimate; {} before
     the first."""
-    try:
-        with open(_path()) as f:
-            record = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    return estimate(record, clock()) if isinstance(record, dict) else {}
+    record = _read(_path())
+    return estimate(record, clock()) if record else {}
 
 
 def serve_in_background(port: int, host: str = "0.0.0.0"):
