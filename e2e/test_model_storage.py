@@ -153,3 +153,26 @@ def test_second_replica_starts_without_a_download(kubectl, namespace, operator, 
                 if p["metadata"]["name"] != first]
     log = kubectl.run("logs", second, "-c", "fetch-model", "-n", namespace).stdout
     assert "node cache hit: no download" in log, log
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    from e2e.registry import DistributionRegistry
+
+    server = DistributionRegistry(tmp_path_factory.mktemp("registry"), bind="0.0.0.0",
+                                  advertise=host_address()).start()
+    yield server
+    server.stop()
+
+
+def test_model_in_an_oci_registry_serves(kubectl, namespace, operator, models, registry):
+    uri = registry.push("models/good:v1", models.dir / "good-v1.onnx")
+    kubectl.apply([
+        {"apiVersion": API, "kind": "ModelVersion", "metadata": {"name": "v1"},
+         "spec": {"model": {"uri": uri, "format": "onnx", "sha256": models.sha256("good-v1"),
+                            "oci": {"plainHttp": True}},
+                  "runtime": {"backend": "onnxruntime", "maxBatchSize": 8},
+                  "resources": {"gpu": {"count": 0}, "cpu": "50m", "memory": "400Mi"}}},
+        deployment("m", "v1", replicas=1, probes=FAST_PROBES)], namespace)
+    wait_status(kubectl, namespace, "m", phase="Ready", timeout=180)
+    assert "v1" in predict_version(kubectl, namespace)

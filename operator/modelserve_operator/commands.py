@@ -328,6 +328,11 @@ def status_screen(name: str, namespace: str | None) -> str:
         lines.append("Fallback:    ACTIVE (no primary pod is ready)")
     if st.get("endpoint"):
         lines.append(f"Endpoint:    {st['endpoint']}")
+    if st.get("modelProgress"):
+        # What the operator read from the pods' progress endpoints (no log access needed).
+        shown = st["modelProgress"]
+        lines.append(f"Progress:    {shown.get('message', '')}  "
+                     f"(updated {_ago(shown.get('updatedAt'))})")
     lines.append("Conditions:")
     for c in st.get("conditions") or []:
         lines.append(f"  {c['type']:<12} {c['status']:<6} {c.get('reason', '')}: "
@@ -339,7 +344,9 @@ def status_screen(name: str, namespace: str | None) -> str:
         for m in (analysis.get("measurements") or [])[-5:]:
             value = "no data" if m.get("value") is None else f"{m['value']:g}"
             lines.append(f"  {m['metric']:<20} {value:<12} {'ok' if m['passed'] else 'FAILED'}")
-    downloads = model_downloads(name, md["metadata"]["namespace"])
+    # The fetch logs: for when the operator could not reach the pods to read progress.
+    downloads = [] if st.get("modelProgress") else model_downloads(
+        name, md["metadata"]["namespace"])
     if downloads:
         lines.append("Model downloads:")
         lines += ["  " + line for line in downloads]

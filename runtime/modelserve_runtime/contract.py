@@ -27,6 +27,10 @@ HTTP_PORT = "http"
 GRPC_PORT = "grpc"
 HEALTH_LIVE = "/v2/health/live"
 HEALTH_READY = "/v2/health/ready"
+# What a pod that is not Ready yet is doing (downloading, loading, building an engine), as
+# JSON on the HTTP port: the fetch init container serves it, then the runtime
+# (progress.py). The operator reads it from the pod IP while the pod is not Ready.
+PROGRESS_PATH = "/modelserve/progress"
 
 # Environment the operator sets on the runtime container (each also a flag; a flag in
 # the user's `args:` wins over its variable).

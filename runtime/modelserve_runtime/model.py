@@ -9,7 +9,8 @@ import time
 
 import numpy as np
 
-from .backends import Backend, TensorSpec
+from . import progress
+from .backends import Backend, TensorSpec, compiled
 from .batcher import Batcher, BatcherStats
 from .codec import InferRequest
 from .config import Settings
@@ -17,6 +18,20 @@ from .errors import BadRequest, Unavailable, name_list
 from .metrics import Metrics
 
 log = logging.getLogger("modelserve.model")
+
+# The compiled engine's long phases, told as they start and every 10 s while they run.
+ENGINE_PHASES = ("building engine", "loading engine", "warming up")
+
+
+def report_engine_progress(phase: str, elapsed_s: float) -> None:
+    """The torch backend's progress hook (compiled.set_progress_hook) into the pod's
+    progress report, so status reads "building engine, 40 s" during a cold build. Its
+    shorter steps ("import torch", "read model", ...) count as loading the model; the
+    seconds run from the start of the load."""
+    if phase == "ready":  # Model.warm_up reports "loaded" itself
+        return
+    shown = phase if phase in ENGINE_PHASES else "loading the model"
+    progress.report(shown, done=int(elapsed_s), unit="s")
 
 
 class Model:
@@ -36,6 +51,10 @@ class Model:
         `warm_up=False` only loads: the engine process opens its socket between the two,
         so its HTTP workers set up while it warms up, and calls `warm_up()` next."""
         started = time.monotonic()
+        # A backend that builds an engine reports its own finer phases through the same
+        # progress.report; these say where the pod is when it does not.
+        progress.report("loading the model")
+        compiled.set_progress_hook(report_engine_progress)
         self.backend.load()
         self._inputs = {spec.name: spec for spec in self.backend.inputs}
         self._outputs = [spec.name for spec in self.backend.outputs]
@@ -47,6 +66,7 @@ class Model:
         """Blocking: every batch size once (graphs captured, engines built)."""
         started = time.monotonic()
         if self.settings.warmup:
+            progress.report("warming up")
             self.backend.warmup()
         # A compiled engine leaves ~500k long-lived objects behind (FX graphs, guards,
         # sympy expressions; ResNet-50 on an H200: one full collection of them took
@@ -54,6 +74,7 @@ class Model:
         # so no full collection pauses the thread every request crosses.
         gc.collect()
         gc.freeze()
+        progress.report("loaded")
         log.info(
             "model %s v%s loaded in %.1fs, warmed up in %.1fs (%s, %d instance(s))",
             self.name,

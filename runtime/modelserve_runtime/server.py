@@ -23,12 +23,13 @@ from typing import TextIO
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
-from . import __version__
+from . import __version__, progress
 from .auth import ApiKeys, presented_key
 from .backends import create_backend
 from .codec import HEADER_LENGTH, decode_request, encode_response
 from .config import ConfigError, Settings, load_settings
 from .connections import ConnectionLimits
+from .contract import PROGRESS_PATH
 from .errors import (
     BadRequest,
     ClientClosed,
@@ -45,7 +46,7 @@ from .model import Model
 
 log = logging.getLogger("modelserve.server")
 
-OPEN_PATHS = ("/v2/health/", "/metrics")
+OPEN_PATHS = ("/v2/health/", "/metrics", PROGRESS_PATH)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -148,6 +149,7 @@ class RuntimeServer:
         r.add_get("/v2/health/live", self.live)
         r.add_get("/v2/health/ready", self.ready)
         r.add_get("/metrics", self.prometheus)
+        r.add_get(PROGRESS_PATH, self.progress)
         for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
             r.add_get(base, self.model_metadata)
             r.add_get(base + "/ready", self.model_ready)
@@ -225,6 +227,10 @@ class RuntimeServer:
     async def ready(self, request: web.Request) -> web.Response:
         ok = self.model.ready and not self.draining
         return web.json_response({"ready": ok}, status=200 if ok else 503)
+
+    async def progress(self, request: web.Request) -> web.Response:
+        """What the pod is doing until it is ready (progress.py): the operator reads it."""
+        return web.json_response(progress.current())
 
     async def server_metadata(self, request: web.Request) -> web.Response:
         return web.json_response(

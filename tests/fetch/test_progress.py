@@ -24,3 +24,17 @@ def test_prints_at_most_every_five_seconds():
     lines = out.getvalue().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith(f"{PREFIX}s3://b/m.onnx: 60 B of 100 B (60%)")
+
+
+def test_the_pods_endpoint_hears_of_every_percent_even_within_a_second():
+    from modelserve_runtime import progress as pod_progress
+
+    now = [0.0]
+    progress = Progress("s3://b/m.onnx", out=io.StringIO(), clock=lambda: now[0])
+    progress.restart(0, 1000)
+    for _ in range(55):  # 550 bytes at once, then the download stalls
+        progress.advance(10)
+    assert pod_progress.current()["done"] == 550
+    now[0] += 2.0
+    progress.advance(1)  # and a second later, whatever the step
+    assert pod_progress.current()["done"] == 551

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from modelserve_runtime.contract import PROGRESS_PATH
+
 from .conftest import Server, expected, free_port, start_server, stop_server
 
 KEY = "k-3f9a1c7e5b"
@@ -78,6 +80,9 @@ def _infer(srv: Server, headers: dict[str, str]) -> int:
 def test_health_is_open_but_inference_needs_a_key(secure_server: Server) -> None:
     assert secure_server.request("GET", "/v2/health/ready").status == 200
     assert secure_server.request("GET", "/v2/health/live").status == 200
+    # What the pod did before it was ready: the operator reads it without a key.
+    answer = secure_server.request("GET", PROGRESS_PATH)
+    assert answer.status == 200 and answer.json()["phase"] == "loaded"
     assert _infer(secure_server, {}) == 401
     assert _infer(secure_server, {"Authorization": "Bearer wrong"}) == 401
     assert secure_server.request("GET", "/v2/models/tiny").status == 401

@@ -352,6 +352,23 @@ class AutoscalingStatus(ApiModel):
         None, description="The HPA's own conditions.", max_length=8)
 
 
+class ModelProgress(ApiModel):
+    """How far the pods of the revision being rolled out are, while they are not Ready:
+    read from their progress endpoint (the model download, then the runtime's load)."""
+
+    phase: str = Field(description="What the slowest pod does: downloading, loading the "
+                       "model, building engine, ...")
+    message: str = Field(description="The same for people: pods, done / total, rate, time "
+                         "left.")
+    pods: int = Field(description="Pods of the revision that are not Ready yet.")
+    unit: str | None = Field(None, description="What done and total count (bytes, ...).")
+    done: int | None = Field(None, description="Units done by the slowest pod.")
+    total: int | None = Field(None, description="Units in all, when known.")
+    seconds_left: int | None = Field(None, description="Estimate for the slowest pod.")
+    updated_at: str = Field(description="When this was written (it is refreshed at most "
+                            "every 10 s, or when it moved by 5%).")
+
+
 class ModelDeploymentStatus(ApiModel):
     """What is serving, how ready it is, and how the rollout is going."""
 
@@ -393,3 +410,6 @@ class ModelDeploymentStatus(ApiModel):
     analysis: AnalysisStatus | None = Field(None, description="Running analysis.")
     autoscaling: AutoscalingStatus | None = Field(
         None, description="The autoscaler's view, while spec.autoscaling is set.")
+    model_progress: ModelProgress | None = Field(
+        None, description="Download and load progress of the revision being rolled out, "
+        "while its pods are not Ready.")

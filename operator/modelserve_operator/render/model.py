@@ -113,4 +113,8 @@ def fetch_command(artifact: ModelArtifact, node_cache: bool = False,
         command += ["--cache-dir", NODE_CACHE_DIR]
         if settings is not None and settings.model_cache_max_size:
             command += ["--cache-max-size", settings.model_cache_max_size]
+    if settings is not None:
+        # The runtime container has not started: its HTTP port is free for the progress
+        # endpoint the operator reads while the pod is not Ready.
+        command += ["--progress-port", str(settings.port)]
     return [*command, "--dest", model_path(artifact)]

@@ -18,6 +18,7 @@ import argparse
 import pathlib
 import sys
 
+from .. import progress as pod_progress
 from .cache import NodeCache
 from .credentials import registry_auth, s3_settings
 from .download import Result, Source, download, sha256_file
@@ -66,6 +67,8 @@ def fetch(uri: str, dest: pathlib.Path, sha256: str | None, *,
     if cache_dir is not None and sha256:
         digest = sha256.lower()
         cache = NodeCache(cache_dir, cache_max_bytes)
+        # Shown until the cache's lock is ours: another pod on this node may be downloading.
+        pod_progress.report("waiting for the node cache")
         hit = cache.get(digest, lambda path: download(source, path, digest, progress=progress,
                                                       durable=True), dest)
         print(f"fetch: {uri} -> {dest} (sha256 {digest}, node cache "
@@ -114,11 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="node-local cache directory shared by this node's model pods")
     p.add_argument("--cache-max-size", type=_size, default=None,
                    help="evict unused models beyond this size, e.g. 100Gi")
+    p.add_argument("--progress-port", type=int, default=None,
+                   help="serve the download's progress as JSON on this port (the pod's "
+                        "HTTP port, free while the init container runs)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.progress_port:
+        pod_progress.serve_in_background(args.progress_port)
     try:
         fetch(args.uri, args.dest, args.sha256, cache_dir=args.cache_dir,
               cache_max_bytes=args.cache_max_size, s3_endpoint=args.s3_endpoint,

@@ -15,6 +15,9 @@ from .download import CHUNK, Stream
 from .errors import FetchError, TransientError
 from .uri import ModelUri
 
+# Bytes per ranged media request: each is a round trip, so far more than one CHUNK.
+REQUEST_BYTES = 8 << 20
+
 
 class GcsSource:
     resumable = True
@@ -74,7 +77,7 @@ class GcsSource:
                 blob.reload()  # its size and generation
                 self._blob = blob
             # A retry must read the generation the first attempt read, not a newer upload.
-            reader = self._blob.open("rb", chunk_size=8 * CHUNK,
+            reader = self._blob.open("rb", chunk_size=REQUEST_BYTES,
                                      if_generation_match=self._blob.generation)
             reader.seek(offset)
         except errors as e:

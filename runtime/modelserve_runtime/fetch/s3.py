@@ -1,4 +1,5 @@
-"""s3:// through boto3: AWS S3 and any S3-compatible store (SeaweedFS, Ceph RGW, R2 …).
+"""s3:// through botocore (boto3's core): AWS S3 and any S3-compatible store (SeaweedFS,
+Ceph RGW, R2 …).
 
 Endpoint, region and path-style addressing come from the ModelVersion (`spec.model.s3`)
 or the referenced Secret; credentials from the Secret or boto3's default chain, which
@@ -24,7 +25,10 @@ class S3Source:
     resumable = True
 
     def __init__(self, uri: ModelUri, settings: S3Settings) -> None:
-        import boto3
+        # botocore, boto3's core, directly: `import boto3` also imports s3transfer (the
+        # managed-transfer engine we do not use), 60% of the import time and paid at every
+        # pod start (hack/bench-fetch). Same credential chain, IRSA's web identity included.
+        import botocore.session
         from botocore.config import Config
 
         self.uri = uri.raw
@@ -40,7 +44,7 @@ class S3Source:
             # client's CPU (measured, hack/bench-fetch) for a check the SHA-256 subsumes.
             response_checksum_validation="when_required",
         )
-        self.client = boto3.session.Session().client(
+        self.client = botocore.session.get_session().create_client(
             "s3",
             endpoint_url=settings.endpoint,
             region_name=settings.region,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelserve_operator.controllers.cluster.client import Kube
+from modelserve_operator.controllers.cluster.pod_progress import PodProgressReader
 from modelserve_operator.controllers.cluster.queue import WorkQueue
 from modelserve_operator.controllers.cluster.store import Store
 from modelserve_operator.render import RenderSettings
@@ -51,6 +52,8 @@ class Context:
     instance: str = field(default_factory=lambda: os.environ.get("HOSTNAME", "local"))
     # Seconds since the epoch; tests inject a clock they move by hand.
     clock: Callable[[], float] = time.time
+    # GETs the progress endpoint of pods that are not Ready; tests inject canned answers.
+    read_progress: Callable[..., Any] = field(default_factory=PodProgressReader)
 
     def now(self) -> float:
         return self.clock()

@@ -28,6 +28,8 @@ def slim(kind: str, body: dict[str, Any]) -> dict[str, Any]:
         status = body.get("status", {})
         out["status"] = {
             "phase": status.get("phase"),
+            # Where a pod that is not Ready answers its progress (decisions/pod_progress.py).
+            "podIP": status.get("podIP"),
             "conditions": status.get("conditions", []),
             "containerStatuses": [
                 {"ready": c.get("ready"), "restartCount": c.get("restartCount", 0),

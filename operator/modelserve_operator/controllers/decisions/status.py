@@ -30,6 +30,7 @@ class Observed:
     rollout_problem: Problem | None = None      # a canary was rolled back
     progressing: tuple[bool, str, str] | None = None  # the rollout's own progress
     fetching_pods: int = 0                # pods of that revision still downloading the model
+    model_progress: dict[str, Any] | None = None  # decisions/pod_progress.py's summary
     extra: dict[str, Any] = field(default_factory=dict)  # rollout fields, None = remove
 
 
@@ -68,8 +69,12 @@ def compute(o: Observed) -> dict[str, Any]:
         progressing = (False, "RolloutComplete",
                        f"revision {o.revision} ({o.model_version}) is fully rolled out")
     else:
-        downloading = (f"; {o.fetching_pods} downloading the model (`modelserve status` "
-                       f"shows bytes and time left)" if o.fetching_pods else "")
+        if o.model_progress:
+            downloading = f"; {o.model_progress['message']}"
+        elif o.fetching_pods:
+            downloading = f"; {o.fetching_pods} downloading the model"
+        else:
+            downloading = ""
         progressing = (True, "RollingOut",
                        f"revision {o.revision} ({o.model_version}): {ready_pods}/"
                        f"{o.desired_replicas} pods ready{downloading}")
@@ -119,6 +124,8 @@ def compute(o: Observed) -> dict[str, Any]:
     optional = {"selector": o.selector, "endpoint": o.endpoint, "revision": o.revision,
                 "modelVersion": o.model_version, "history": o.history or None}
     status.update({k: v for k, v in optional.items() if v is not None})
+    # None removes it: progress is only shown while pods are on their way.
+    status["modelProgress"] = o.model_progress
     status.update(o.extra)
     # Keep what this reconcile does not own (rollout fields written by other code paths).
     for key in ("revision", "modelVersion", "templateHash"):

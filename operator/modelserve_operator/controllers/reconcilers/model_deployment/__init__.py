@@ -27,6 +27,7 @@ from modelserve_operator.controllers.cluster.context import Context
 from modelserve_operator.controllers.decisions import history
 from modelserve_operator.controllers.decisions.conditions import Problem
 from modelserve_operator.controllers.decisions.plan import Inputs, plan
+from modelserve_operator.controllers.decisions.pod_progress import POLL_SECONDS
 from modelserve_operator.controllers.decisions.status import typed
 from modelserve_operator.controllers.reconcilers import analysis, autoscaling
 from modelserve_operator.controllers.reconcilers.model_deployment import (
@@ -110,8 +111,15 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     for reason, message, warning in decided.events:
         await r.event(reason, message, warning)
     done = report.progress(r)
-    await report.report(ctx, md, report.observed_after(r, done, analysis_status, scaling))
-    return _requeue(r, done)
+    model_progress = await report.model_progress(r, done)
+    await report.report(ctx, md, report.observed_after(r, done, analysis_status, scaling,
+                                                       model_progress))
+    due = _requeue(r, done)
+    if model_progress is not None:
+        # Bytes moving make no watch event: come back to read them while a pod reports.
+        # A pod that stops reporting (Ready, crashed, gone) changes its status: an event.
+        due = min(due or POLL_SECONDS, POLL_SECONDS)
+    return due
 
 
 def _requeue(r: Round, done: report.Progress) -> float | None:

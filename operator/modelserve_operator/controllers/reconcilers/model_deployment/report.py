@@ -11,7 +11,7 @@ from modelserve_operator import API_VERSION
 from modelserve_operator.api import ModelDeploymentSpec
 from modelserve_operator.controllers.cluster import metrics
 from modelserve_operator.controllers.cluster.context import Context
-from modelserve_operator.controllers.decisions import history
+from modelserve_operator.controllers.decisions import history, pod_progress
 from modelserve_operator.controllers.decisions.conditions import (
     Problem,
     fetching_pods,
@@ -55,8 +55,24 @@ def progress(r: Round) -> Progress:
     return Progress(done, exceeded, started)
 
 
+async def model_progress(r: Round, done: Progress) -> dict[str, Any] | None:
+    """status.modelProgress: read from the not-Ready pods of the revision being rolled
+    out, only while it is not done; nothing is read in steady state."""
+    if done.done:
+        return None
+    pods = r.seen.pods.get(r.plan.canary or r.plan.stable, [])
+    waiting = pod_progress.waiting(pods)
+    targets = pod_progress.targets(pods, r.ctx.settings.port)
+    if not targets:
+        return None
+    reports = await r.ctx.read_progress(targets)
+    previous = r.md.get("status", {}).get("modelProgress")
+    return pod_progress.summarise(reports, len(waiting), previous, r.now, r.ctx.utcnow())
+
+
 def observed_after(r: Round, done: Progress, analysis: dict[str, Any] | None,
-                   scaling: tuple[Problem | None, dict[str, Any]]) -> Observed:
+                   scaling: tuple[Problem | None, dict[str, Any]],
+                   progress_now: dict[str, Any] | None = None) -> Observed:
     p, seen, status = r.plan, r.seen, r.md.get("status", {})
     past = status.get("history") or []
     # A revision stops serving when it stops taking traffic: a previous stable kept
@@ -73,6 +89,7 @@ def observed_after(r: Round, done: Progress, analysis: dict[str, Any] | None,
         or scaling_problem,
         rollout_problem=p.problem, progressing=p.progressing,
         fetching_pods=fetching_pods(pods),
+        model_progress=progress_now,
         deadline_exceeded=done.exceeded,
         endpoint=endpoint_url(r.meta.name, r.meta.namespace, r.ctx.settings),
         selector=selector(r.meta.name),
