@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("modelserve.grpc")
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+INFER_PATH = f"/{SERVICE}/ModelInfer"
 
 # HTTP status of an InferenceError -> gRPC code, and back for the metrics' status label.
 CODES = {
@@ -280,20 +281,21 @@ class InferenceService:
             status = exc.status
             await self._abort(context, exc)
         finally:
-            self.server.audit_record(
-                ts=round(time.time(), 3),
-                protocol="grpc",
-                remote=context.peer(),
-                method=method,
-                path=f"/{SERVICE}/{method}",
-                key_id=key_id,
-                model=model_name[:200] if model_name is not None else None,
-                version=None,
-                status=status,
-                latency_ms=round((time.perf_counter() - started) * 1000, 3),
-                request_id=None,
-                bytes_in=len(raw),
-            )
+            if self.server.audit is not None:
+                self.server.audit_record(
+                    ts=round(time.time(), 3),
+                    protocol="grpc",
+                    remote=context.peer(),
+                    method=method,
+                    path=f"/{SERVICE}/{method}",
+                    key_id=key_id,
+                    model=model_name[:200] if model_name is not None else None,
+                    version=None,
+                    status=status,
+                    latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                    request_id=None,
+                    bytes_in=len(raw),
+                )
 
     # --- inference ------------------------------------------------------------------
     async def model_infer(self, raw: bytes, context: grpc.aio.ServicerContext) -> Any:
@@ -342,20 +344,21 @@ class InferenceService:
                 server.count(label_model, status)
             if known:
                 server.duration.observe(time.perf_counter() - started)
-            server.audit_record(
-                ts=round(time.time(), 3),
-                protocol="grpc",
-                remote=context.peer(),
-                method="ModelInfer",
-                path=f"/{SERVICE}/ModelInfer",
-                key_id=key_id,
-                model=model_name[:200] if model_name is not None else None,
-                version=(version or server.model.version) if model_name is not None else None,
-                status=status,
-                latency_ms=round((time.perf_counter() - started) * 1000, 3),
-                request_id=request_id,
-                bytes_in=len(raw),
-            )
+            if server.audit is not None:
+                server.audit_record(
+                    ts=round(time.time(), 3),
+                    protocol="grpc",
+                    remote=context.peer(),
+                    method="ModelInfer",
+                    path=INFER_PATH,
+                    key_id=key_id,
+                    model=model_name[:200] if model_name is not None else None,
+                    version=(version or server.model.version) if model_name is not None else None,
+                    status=status,
+                    latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                    request_id=request_id,
+                    bytes_in=len(raw),
+                )
 
 
 def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
