@@ -177,15 +177,27 @@ class Served:
         self.log.close()
 
 
-def start_modelserve(model_path: str, args, log_dir: str) -> Served:
+def start_modelserve(model_path: str, args, log_dir: str, name: str = "modelserve",
+                     extra_env: dict[str, str] | None = None) -> Served:
     http_port, grpc_port = free_port(), free_port()
     path = [os.path.join(ROOT, "runtime"), os.environ.get("PYTHONPATH", "")]
-    env = dict(os.environ, MODELSERVE_ORT_THREADS="1", PYTHONPATH=":".join(filter(None, path)))
+    env = dict(os.environ, MODELSERVE_ORT_THREADS="1", PYTHONPATH=":".join(filter(None, path)),
+               **(extra_env or {}))
     cmd = ["taskset", "-c", args.server_cpus, sys.executable, "-m", "modelserve_runtime.server",
            "--model-name", MODEL, "--model-path", model_path, "--device", "cpu",
            "--max-batch-size", str(args.max_batch), "--port", str(http_port), *EXTRA,
            "--grpc-port", str(grpc_port), "--host", "127.0.0.1"]
-    return Served("modelserve", cmd, env, http_port, grpc_port, log_dir)
+    return Served(name, cmd, env, http_port, grpc_port, log_dir)
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    """`--variant label:NAME=VALUE[,NAME=VALUE]`: the runtime again with other settings
+    (MODELSERVE_* env), measured, not default; gRPC rows only, after the systems."""
+    label, _, assignments = text.partition(":")
+    env = dict(a.split("=", 1) for a in assignments.split(",") if a)
+    if not label or not env:
+        raise SystemExit(f"--variant {text!r}: write label:NAME=VALUE[,NAME=VALUE]")
+    return label, env
 
 
 def start_kserve(model_path: str, args, log_dir: str) -> Served:
@@ -257,6 +269,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--kserve-python", default=None)
     p.add_argument("--http-json", action="store_true", help="also JSON bodies over HTTP")
     p.add_argument("--protocols", default="http,grpc", help="subset of http,grpc")
+    p.add_argument("--variant", action="append", default=[], type=parse_variant,
+                   help="label:MODELSERVE_X=1[,...]: the runtime with other settings "
+                        "(gRPC rows only; repeatable)")
     p.add_argument("--systems", default=",".join(STARTERS),
                    help=f"subset of {','.join(STARTERS)} (grpc-floor: gRPC only)")
     args = p.parse_args(argv)
@@ -271,6 +286,8 @@ def main(argv: list[str]) -> int:
     unknown = sorted(set(systems) - set(STARTERS))
     if unknown:
         raise SystemExit(f"--systems: unknown {unknown}; choose from {list(STARTERS)}")
+    variants = {f"ms-{label}": env for label, env in args.variant}
+    systems += list(variants)
     bodies = {"http": http_binary_body(), "grpc": (grpc_body(), {})}
     if args.http_json:
         bodies["http-json"] = http_json_body()
@@ -286,7 +303,11 @@ def main(argv: list[str]) -> int:
     for round_no in range(args.rounds):
         for system in systems:
             try:
-                served = STARTERS[system](model_path, args, args.out)
+                if system in variants:
+                    served = start_modelserve(model_path, args, args.out, system,
+                                              variants[system])
+                else:
+                    served = STARTERS[system](model_path, args, args.out)
             except SystemExit as exc:  # one server that cannot start costs its rows only
                 print(f"{system:<12} did not start: {exc}", flush=True)
                 continue
@@ -295,7 +316,7 @@ def main(argv: list[str]) -> int:
                     check_answers(served, *check)
                 for protocol, (body, headers) in bodies.items():
                     wire = "grpc" if protocol == "grpc" else "http"
-                    if wire == "http" and not served.http_port:
+                    if wire == "http" and (not served.http_port or system in variants):
                         continue
                     for conc in levels:
                         r = run_level(served, wire, body, headers, conc, args)
@@ -340,6 +361,11 @@ def main(argv: list[str]) -> int:
             ours = pick("modelserve", "grpc", conc, "cpu_us_per_req")
             base = pick("grpc-floor", "grpc", conc, "cpu_us_per_req")
             peer = pick("kserve", "grpc", conc, "cpu_us_per_req")
+            for label in variants:
+                mine = pick(label, "grpc", conc, "cpu_us_per_req")
+                if mine and base:
+                    print(f"  grpc       c={conc:<4} {label} {np.median(mine):.0f} us: "
+                          f"{np.median(mine) / np.median(base):.2f}x floor")
             if ours and base:
                 line = (f"  grpc       c={conc:<4} ours {np.median(ours):.0f} us, floor "
                         f"{np.median(base):.0f} us: {np.median(ours) / np.median(base):.2f}x floor")
