@@ -22,6 +22,7 @@ usage: hack/build-loadgen; hack/bench-runtime --cpu [--out DIR] [--concurrency 1
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import os
@@ -209,12 +210,13 @@ def start_kserve(model_path: str, args, log_dir: str) -> Served:
     return Served("kserve", cmd, env, http_port, grpc_port, log_dir)
 
 
-def start_grpc_floor(model_path: str, args, log_dir: str) -> Served:
+def start_grpc_floor(model_path: str, args, log_dir: str, server: str = "asyncio") -> Served:
     grpc_port = free_port()
     cmd = ["taskset", "-c", args.server_cpus, sys.executable,
            os.path.join(HERE, "bench_runtime_grpc_floor.py"), "--grpc-port", str(grpc_port),
-           "--model-name", MODEL]
-    return Served("grpc-floor", cmd, dict(os.environ), 0, grpc_port, log_dir)
+           "--model-name", MODEL, "--server", server]
+    name = "grpc-floor" if server == "asyncio" else f"grpc-floor-{server}"
+    return Served(name, cmd, dict(os.environ), 0, grpc_port, log_dir)
 
 
 # --- load ----------------------------------------------------------------------------
@@ -252,7 +254,8 @@ def check_answers(served: Served, body: bytes, headers: dict[str, str]) -> None:
 
 
 STARTERS = {"modelserve": start_modelserve, "kserve": start_kserve,
-            "grpc-floor": start_grpc_floor}
+            "grpc-floor": start_grpc_floor,
+            "grpc-floor-threads": functools.partial(start_grpc_floor, server="threads")}
 
 
 def main(argv: list[str]) -> int:
@@ -353,13 +356,14 @@ def main(argv: list[str]) -> int:
             cost = [b / a for a, b in zip(ours_cpu, peer_cpu, strict=True) if a]
             if speed and cost:
                 print(f"  {protocol:<10} c={conc:<4} {show(speed):>16} {show(cost):>28}")
-    floor = [r for r in rows if r["system"] == "grpc-floor"]
-    if floor:
-        print("\nmodelserve's gRPC CPU per request over the do-nothing grpcio server's (the "
-              "floor), same run; medians:")
+    for floor_name in ("grpc-floor", "grpc-floor-threads"):
+        if not any(r["system"] == floor_name for r in rows):
+            continue
+        print(f"\nmodelserve's gRPC CPU per request over the do-nothing grpcio server's "
+              f"({floor_name}), same run; medians:")
         for conc in levels:
             ours = pick("modelserve", "grpc", conc, "cpu_us_per_req")
-            base = pick("grpc-floor", "grpc", conc, "cpu_us_per_req")
+            base = pick(floor_name, "grpc", conc, "cpu_us_per_req")
             peer = pick("kserve", "grpc", conc, "cpu_us_per_req")
             for label in variants:
                 mine = pick(label, "grpc", conc, "cpu_us_per_req")
