@@ -301,7 +301,7 @@ def main(argv: list[str]) -> int:
     print(f"== {MODEL} {IN_DIM}-{HIDDEN}-{HIDDEN}-{OUT_DIM} FP32 on CPU; servers on cpus "
           f"{args.server_cpus}, load generator on {args.loadgen_cpus}; "
           f"{args.warmup:g}+{args.duration:g} s per level")
-    print(f"{'system':<12} {'protocol':<10} {'conc':>5} {'req/s':>9} {'p50 ms':>8} "
+    print(f"{'system':<18} {'protocol':<10} {'conc':>5} {'req/s':>9} {'p50 ms':>8} "
           f"{'p99 ms':>8} {'errors':>6} {'srv cpu':>7} {'cpu us/req':>10}")
     for round_no in range(args.rounds):
         for system in systems:
@@ -312,7 +312,7 @@ def main(argv: list[str]) -> int:
                 else:
                     served = STARTERS[system](model_path, args, args.out)
             except SystemExit as exc:  # one server that cannot start costs its rows only
-                print(f"{system:<12} did not start: {exc}", flush=True)
+                print(f"{system:<18} did not start: {exc}", flush=True)
                 continue
             try:
                 if served.http_port:
@@ -325,7 +325,7 @@ def main(argv: list[str]) -> int:
                         r = run_level(served, wire, body, headers, conc, args)
                         r.update(system=served.name, protocol=protocol, round=round_no)
                         rows.append(r)
-                        print(f"{served.name:<12} {protocol:<10} {conc:>5} "
+                        print(f"{served.name:<18} {protocol:<10} {conc:>5} "
                               f"{r['throughput']:>9.0f} {r['p50_ms'] or float('nan'):>8.2f} "
                               f"{r['p99_ms'] or float('nan'):>8.2f} {r['errors']:>6} "
                               f"{r['srv_cores']:>7.2f} {r['cpu_us_per_req']:>10.0f}", flush=True)
