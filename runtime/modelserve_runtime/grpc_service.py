@@ -149,7 +149,6 @@ def decode_infer_request(msg: pb.ModelInferRequest) -> InferRequest:
         outputs=outputs,
         binary_output=True,
         parameters={k: _param_value(v) for k, v in msg.parameters.items()},
-        arrives_alone=True,
     )
 
 
@@ -232,10 +231,14 @@ class InferenceService:
     loop, `thread_handler` from grpcio's thread-pool server, whose handler threads hand
     each call to the loop and wait (see start_grpc for why both)."""
 
-    def __init__(self, server: RuntimeServer) -> None:
+    def __init__(self, server: RuntimeServer, arrives_alone: bool = False) -> None:
         self.server = server
         self.settings = server.settings
         self.calls = 0  # ModelInfer calls in progress
+        # grpcio's asyncio server hands calls to the loop one per event (codec.py's
+        # InferRequest.arrives_alone); the thread-pool server's hand-overs queue up and
+        # reach the loop together, like requests from one socket read.
+        self.arrives_alone = arrives_alone
 
     # --- plumbing -------------------------------------------------------------------
     def _methods(self) -> dict[str, Core]:
@@ -412,6 +415,7 @@ class InferenceService:
                 raise InferenceError("the server is shutting down", 503)
             model = server.lookup(model_name, version)
             request = decode_infer_request(msg)
+            request.arrives_alone = self.arrives_alone
             request.company_expected = self.calls > 1
             request_id = request.id
             outputs = await model.infer(request)
@@ -496,7 +500,7 @@ async def start_grpc(server: RuntimeServer, settings: Settings, reuse_port: bool
     kind = os.environ.get("MODELSERVE_GRPC_SERVER", "threads")
     if kind not in GRPC_SERVERS:
         raise RuntimeError(f"MODELSERVE_GRPC_SERVER is {kind!r}; use one of {GRPC_SERVERS}")
-    service = InferenceService(server)
+    service = InferenceService(server, arrives_alone=kind == "asyncio")
     options = [
         ("grpc.max_receive_message_length", settings.max_body_bytes),
         ("grpc.max_send_message_length", -1),
