@@ -495,8 +495,9 @@ async def start_grpc(server: RuntimeServer, settings: Settings, reuse_port: bool
     grpcio's own cost per call is what differs: its asyncio server passes every
     completion-queue event through a poller thread and a wake-up of the loop, ~19
     context switches per call against ~7 for the thread-pool server, and a do-nothing
-    call cost 355-390 us of CPU against 200-240 us on the 2-core VM; the whole ModelInfer
-    path ~35 % less (hack/bench-runtime --cpu prints both floors; docs/runtime.md)."""
+    call cost 355-390 us of CPU against 200-240 us on the 2-core VM, the whole ModelInfer
+    path ~35 % less. On the H200 host both served the same calls/s (hack/bench-runtime
+    --cpu prints both floors; docs/runtime.md has the figures)."""
     kind = os.environ.get("MODELSERVE_GRPC_SERVER", "threads")
     if kind not in GRPC_SERVERS:
         raise RuntimeError(f"MODELSERVE_GRPC_SERVER is {kind!r}; use one of {GRPC_SERVERS}")
