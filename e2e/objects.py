@@ -72,8 +72,9 @@ def modelserve(kubectl: Kubectl, *args: str, check: bool = True,
     return result
 
 
-def route_weights(kubectl: Kubectl, namespace: str, name: str) -> dict[str, int]:
-    route = kubectl.get("httproute", name, namespace)
+def route_weights(kubectl: Kubectl, namespace: str, name: str,
+                  kind: str = "httproute") -> dict[str, int]:
+    route = kubectl.get(kind, name, namespace)
     return {b["name"]: b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]}
 
 

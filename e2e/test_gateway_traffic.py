@@ -8,10 +8,15 @@ pod IP of one revision, chosen per request by weighted round robin. So unlike th
 provider (weights as replica ratios), the observed split should match the HTTPRoute's
 weights: each test reports its split against them and the failed requests per phase
 (0 expected in every phase). `hack/bench-rollout-traffic` prints the table.
+
+gRPC goes the same way: the operator also renders a GRPCRoute (same Gateway, hostnames
+and weights, the revisions' gRPC port), and tritonclient's gRPC client calls through the
+same Traefik listener as HTTP.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import pathlib
@@ -23,6 +28,7 @@ import urllib.error
 import urllib.request
 import uuid
 
+import numpy as np
 import pytest
 
 from e2e.kube import Kubectl, eventually
@@ -135,32 +141,37 @@ class Traefik:
                                            "Programmed") == "True",
                    timeout=90, what=f"Gateway {namespace}/{name} programmed")
 
-    def routed_weights(self, namespace: str, route: str) -> dict[str, int]:
+    def routed_weights(self, namespace: str, route: str,
+                       kind: str = "httproute") -> dict[str, int]:
         """{revision Service: weight} of the weighted service Traefik built from the
-        HTTPRoute, as its running configuration has it ({} while not loaded)."""
+        HTTPRoute (or GRPCRoute), as its running configuration has it ({} while not
+        loaded)."""
         services = self._api("/api/http/services") or []
         for service in services:
             weighted = service.get("weighted")
-            if not weighted or f"httproute-{namespace}-{route}-" not in service["name"]:
+            if not weighted or f"{kind}-{namespace}-{route}-" not in service["name"]:
                 continue
             weights = {}
             for backend in weighted.get("services", []):
-                # Traefik names a backend <namespace>-<service>-http-<port>@<provider>.
+                # Traefik names a backend <namespace>-<service>-http-<port>@<provider>
+                # (HTTPRoute) or <namespace>-<service>-<port>-grpc@<provider> (GRPCRoute).
                 name = backend["name"].split("@")[0].removeprefix(f"{namespace}-")
-                name = name.rsplit("-http-", 1)[0]
+                name = (name.rsplit("-http-", 1)[0] if kind == "httproute"
+                        else name.rsplit("-", 2)[0])
                 if "status" in backend:  # a backend Traefik could not load answers 500
                     name += f" (answers {backend['status']})"
                 weights[name] = backend.get("weight", 1)
             return weights
         return {}
 
-    def wait_routing(self, namespace: str, route: str, timeout: float = 120) -> dict[str, int]:
-        """Until Traefik routes by the HTTPRoute's current weights."""
+    def wait_routing(self, namespace: str, route: str, timeout: float = 120,
+                     kind: str = "httproute") -> dict[str, int]:
+        """Until Traefik routes by the HTTPRoute's (or GRPCRoute's) current weights."""
         def same():
-            want = route_weights(self.kubectl, namespace, route)
-            have = self.routed_weights(namespace, route)
+            want = route_weights(self.kubectl, namespace, route, kind)
+            have = self.routed_weights(namespace, route, kind)
             return have == want and have
-        return self._wait(same, timeout=timeout, what="Traefik routing by the HTTPRoute")
+        return self._wait(same, timeout=timeout, what=f"Traefik routing by the {kind}")
 
     def _wait(self, check, timeout: float, what: str):
         """eventually(), failing with what Traefik had configured and logged."""
@@ -276,3 +287,61 @@ def test_canary_10_50_100_through_the_gateway(kubectl, namespace, operator, mode
         for svc, version in versions.items():
             observed = phase.split().get(version, 0.0)
             assert abs(observed - weights.get(svc, 0)) <= 5, (phase.name, phase.split(), weights)
+
+
+def test_grpc_through_the_gateway_follows_the_grpcroute(kubectl, namespace, operator, models,
+                                                          traefik):
+    """tritonclient's gRPC client, unmodified, through Traefik: the GRPCRoute sends each
+    call to a revision's gRPC port by the canary weights, on the same listener and
+    hostname as the HTTPRoute, which keeps HTTP on the HTTP port."""
+    grpcclient = pytest.importorskip("tritonclient.grpc")
+    traefik.gateway(namespace)
+    kubectl.apply([real_version(models, "v1", "good-v1"), real_version(models, "v2", "good-v2"),
+                   real_deployment("m", "v1", rollout=PAUSED_CANARY, traffic=GATEWAY)],
+                  namespace)
+    wait_status(kubectl, namespace, "m", phase="Ready", timeout=180)
+    kubectl.apply(real_deployment("m", "v2", rollout=PAUSED_CANARY, traffic=GATEWAY), namespace)
+    wait_status(kubectl, namespace, "m", canaryWeight=10, phase="Paused", timeout=180)
+    modelserve(kubectl, "promote", "m", "-n", namespace)
+    wait_status(kubectl, namespace, "m", canaryWeight=50, phase="Paused", timeout=180)
+    eventually(lambda: ready_pods(kubectl, namespace, "m-r1") >= 1
+               and ready_pods(kubectl, namespace, "m-r2") >= 1, timeout=180,
+               what="stable and canary pods ready")
+    weights = traefik.wait_routing(namespace, "m", kind="grpcroute")
+    assert weights == {"m-r1": 50, "m-r2": 50}, weights
+    traefik.wait_routing(namespace, "m")  # the HTTPRoute, on the same listener
+
+    client = grpcclient.InferenceServerClient(traefik.url.removeprefix("http://"))
+    try:
+        assert client.is_model_ready("m")
+        x = np.arange(4, dtype=np.float32).reshape(1, 4)
+        seen: collections.Counter = collections.Counter()
+        failures: list[str] = []
+        for _ in range(200):
+            inp = grpcclient.InferInput("x", [1, 4], "FP32")
+            inp.set_data_from_numpy(x)
+            try:
+                result = client.infer("m", [inp])
+            except grpcclient.InferenceServerException as error:  # counted, not raised
+                failures.append(str(error))
+                continue
+            response = result.get_response()
+            seen[response.model_version] += 1
+            # Each version answers its own model: y = x @ W_v + b, total = sum(x).
+            np.testing.assert_allclose(result.as_numpy("total"), [6.0], rtol=1e-6)
+    finally:
+        client.close()
+    # HTTP still reaches the HTTP port through the HTTPRoute.
+    body = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
+                                   "data": [0, 1, 2, 3]}]}).encode()
+    request = urllib.request.Request(f"{traefik.url}/v2/models/m/infer", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with _LOCAL.open(request, timeout=10) as response:
+        assert json.load(response)["model_version"] in ("v1", "v2")
+
+    _report_lines([f"gRPC through Traefik at GRPCRoute weights {weights}: {dict(seen)}, "
+                   f"{len(failures)} failed"])
+    assert not failures, failures[:5]
+    # Traefik's weighted round robin picks per call: the split is the weight.
+    for version in ("v1", "v2"):
+        assert abs(100 * seen[version] / 200 - 50) <= 10, seen

@@ -22,6 +22,7 @@ usage: hack/build-loadgen; hack/bench-runtime --cpu [--out DIR] [--concurrency 1
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import os
@@ -131,22 +132,26 @@ class Served:
         self.log = open(os.path.join(log_dir, f"{name}.log"), "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
                                      stderr=self.log, start_new_session=True)
-        url = f"http://127.0.0.1:{http_port}/v2/models/{MODEL}/ready"
         deadline = time.monotonic() + 120
-        while True:
+        while not self._ready():
             if self.proc.poll() is not None:
                 raise SystemExit(f"{name} exited {self.proc.returncode}; see {self.log.name}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
             if time.monotonic() > deadline:
                 self.stop()
                 raise SystemExit(f"{name} not ready in 120 s; see {self.log.name}")
             time.sleep(0.2)
         time.sleep(1.0)  # the gRPC listener and anything else starting up
+
+    def _ready(self) -> bool:
+        try:
+            if not self.http_port:  # gRPC only (the floor): listening is ready
+                socket.create_connection(("127.0.0.1", self.grpc_port), timeout=2).close()
+                return True
+            url = f"http://127.0.0.1:{self.http_port}/v2/models/{MODEL}/ready"
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
 
     def cpu_s(self) -> float:
         total = 0.0
@@ -173,15 +178,27 @@ class Served:
         self.log.close()
 
 
-def start_modelserve(model_path: str, args, log_dir: str) -> Served:
+def start_modelserve(model_path: str, args, log_dir: str, name: str = "modelserve",
+                     extra_env: dict[str, str] | None = None) -> Served:
     http_port, grpc_port = free_port(), free_port()
     path = [os.path.join(ROOT, "runtime"), os.environ.get("PYTHONPATH", "")]
-    env = dict(os.environ, MODELSERVE_ORT_THREADS="1", PYTHONPATH=":".join(filter(None, path)))
+    env = dict(os.environ, MODELSERVE_ORT_THREADS="1", PYTHONPATH=":".join(filter(None, path)),
+               **(extra_env or {}))
     cmd = ["taskset", "-c", args.server_cpus, sys.executable, "-m", "modelserve_runtime.server",
            "--model-name", MODEL, "--model-path", model_path, "--device", "cpu",
            "--max-batch-size", str(args.max_batch), "--port", str(http_port), *EXTRA,
            "--grpc-port", str(grpc_port), "--host", "127.0.0.1"]
-    return Served("modelserve", cmd, env, http_port, grpc_port, log_dir)
+    return Served(name, cmd, env, http_port, grpc_port, log_dir)
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    """`--variant label:NAME=VALUE[,NAME=VALUE]`: the runtime again with other settings
+    (MODELSERVE_* env), measured, not default; gRPC rows only, after the systems."""
+    label, _, assignments = text.partition(":")
+    env = dict(a.split("=", 1) for a in assignments.split(",") if a)
+    if not label or not env:
+        raise SystemExit(f"--variant {text!r}: write label:NAME=VALUE[,NAME=VALUE]")
+    return label, env
 
 
 def start_kserve(model_path: str, args, log_dir: str) -> Served:
@@ -191,6 +208,15 @@ def start_kserve(model_path: str, args, log_dir: str) -> Served:
            "--model-name", MODEL, "--http_port", str(http_port), "--grpc_port", str(grpc_port)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return Served("kserve", cmd, env, http_port, grpc_port, log_dir)
+
+
+def start_grpc_floor(model_path: str, args, log_dir: str, server: str = "asyncio") -> Served:
+    grpc_port = free_port()
+    cmd = ["taskset", "-c", args.server_cpus, sys.executable,
+           os.path.join(HERE, "bench_runtime_grpc_floor.py"), "--grpc-port", str(grpc_port),
+           "--model-name", MODEL, "--server", server]
+    name = "grpc-floor" if server == "asyncio" else f"grpc-floor-{server}"
+    return Served(name, cmd, dict(os.environ), 0, grpc_port, log_dir)
 
 
 # --- load ----------------------------------------------------------------------------
@@ -227,6 +253,11 @@ def check_answers(served: Served, body: bytes, headers: dict[str, str]) -> None:
         assert r.status == 200, (served.name, r.status)
 
 
+STARTERS = {"modelserve": start_modelserve, "kserve": start_kserve,
+            "grpc-floor": start_grpc_floor,
+            "grpc-floor-threads": functools.partial(start_grpc_floor, server="threads")}
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="hack/bench-runtime --cpu")
     p.add_argument("--out", default=os.path.join(ROOT, ".bench", "cpu"))
@@ -240,6 +271,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("--loadgen", default=os.path.join(ROOT, ".bench", "loadgen"))
     p.add_argument("--kserve-python", default=None)
     p.add_argument("--http-json", action="store_true", help="also JSON bodies over HTTP")
+    p.add_argument("--protocols", default="http,grpc", help="subset of http,grpc")
+    p.add_argument("--variant", action="append", default=[], type=parse_variant,
+                   help="label:MODELSERVE_X=1[,...]: the runtime with other settings "
+                        "(gRPC rows only; repeatable)")
+    p.add_argument("--systems", default=",".join(STARTERS),
+                   help=f"subset of {','.join(STARTERS)} (grpc-floor: gRPC only)")
     args = p.parse_args(argv)
     if not os.path.exists(args.loadgen):
         raise SystemExit(f"{args.loadgen} missing: run hack/build-loadgen first")
@@ -247,28 +284,48 @@ def main(argv: list[str]) -> int:
     levels = [int(c) for c in args.concurrency.split(",")]
     model_path = os.path.join(args.out, "mlp.onnx")
     build_mlp(model_path)
+    protocols = args.protocols.split(",")
+    systems = args.systems.split(",")
+    unknown = sorted(set(systems) - set(STARTERS))
+    if unknown:
+        raise SystemExit(f"--systems: unknown {unknown}; choose from {list(STARTERS)}")
+    variants = {f"ms-{label}": env for label, env in args.variant}
+    systems += list(variants)
     bodies = {"http": http_binary_body(), "grpc": (grpc_body(), {})}
     if args.http_json:
         bodies["http-json"] = http_json_body()
+    check = bodies["http"]
+    bodies = {k: v for k, v in bodies.items() if k.split("-")[0] in protocols}
 
     rows: list[dict] = []
     print(f"== {MODEL} {IN_DIM}-{HIDDEN}-{HIDDEN}-{OUT_DIM} FP32 on CPU; servers on cpus "
           f"{args.server_cpus}, load generator on {args.loadgen_cpus}; "
           f"{args.warmup:g}+{args.duration:g} s per level")
-    print(f"{'system':<12} {'protocol':<10} {'conc':>5} {'req/s':>9} {'p50 ms':>8} "
+    print(f"{'system':<18} {'protocol':<10} {'conc':>5} {'req/s':>9} {'p50 ms':>8} "
           f"{'p99 ms':>8} {'errors':>6} {'srv cpu':>7} {'cpu us/req':>10}")
     for round_no in range(args.rounds):
-        for starter in (start_modelserve, start_kserve):
-            served = starter(model_path, args, args.out)
+        for system in systems:
             try:
-                check_answers(served, *bodies["http"])
+                if system in variants:
+                    served = start_modelserve(model_path, args, args.out, system,
+                                              variants[system])
+                else:
+                    served = STARTERS[system](model_path, args, args.out)
+            except SystemExit as exc:  # one server that cannot start costs its rows only
+                print(f"{system:<18} did not start: {exc}", flush=True)
+                continue
+            try:
+                if served.http_port:
+                    check_answers(served, *check)
                 for protocol, (body, headers) in bodies.items():
+                    wire = "grpc" if protocol == "grpc" else "http"
+                    if wire == "http" and (not served.http_port or system in variants):
+                        continue
                     for conc in levels:
-                        wire = "grpc" if protocol == "grpc" else "http"
                         r = run_level(served, wire, body, headers, conc, args)
                         r.update(system=served.name, protocol=protocol, round=round_no)
                         rows.append(r)
-                        print(f"{served.name:<12} {protocol:<10} {conc:>5} "
+                        print(f"{served.name:<18} {protocol:<10} {conc:>5} "
                               f"{r['throughput']:>9.0f} {r['p50_ms'] or float('nan'):>8.2f} "
                               f"{r['p99_ms'] or float('nan'):>8.2f} {r['errors']:>6} "
                               f"{r['srv_cores']:>7.2f} {r['cpu_us_per_req']:>10.0f}", flush=True)
@@ -291,12 +348,35 @@ def main(argv: list[str]) -> int:
         for conc in levels:
             ours = pick("modelserve", protocol, conc, "throughput")
             peer = pick("kserve", protocol, conc, "throughput")
+            if not ours or len(ours) != len(peer):
+                continue
             speed = [a / b for a, b in zip(ours, peer, strict=True) if b]
             ours_cpu = pick("modelserve", protocol, conc, "cpu_us_per_req")
             peer_cpu = pick("kserve", protocol, conc, "cpu_us_per_req")
             cost = [b / a for a, b in zip(ours_cpu, peer_cpu, strict=True) if a]
             if speed and cost:
                 print(f"  {protocol:<10} c={conc:<4} {show(speed):>16} {show(cost):>28}")
+    for floor_name in ("grpc-floor", "grpc-floor-threads"):
+        if not any(r["system"] == floor_name for r in rows):
+            continue
+        print(f"\nmodelserve's gRPC CPU per request over the do-nothing grpcio server's "
+              f"({floor_name}), same run; medians:")
+        for conc in levels:
+            ours = pick("modelserve", "grpc", conc, "cpu_us_per_req")
+            base = pick(floor_name, "grpc", conc, "cpu_us_per_req")
+            peer = pick("kserve", "grpc", conc, "cpu_us_per_req")
+            for label in variants:
+                mine = pick(label, "grpc", conc, "cpu_us_per_req")
+                if mine and base:
+                    print(f"  grpc       c={conc:<4} {label} {np.median(mine):.0f} us: "
+                          f"{np.median(mine) / np.median(base):.2f}x floor")
+            if ours and base:
+                line = (f"  grpc       c={conc:<4} ours {np.median(ours):.0f} us, floor "
+                        f"{np.median(base):.0f} us: {np.median(ours) / np.median(base):.2f}x floor")
+                if peer:
+                    line += (f"; KServe {np.median(peer):.0f} us = "
+                             f"{np.median(peer) / np.median(base):.2f}x floor")
+                print(line)
     with open(os.path.join(args.out, "cpu-results.json"), "w") as f:
         json.dump(rows, f, indent=1)
     print(f"\nwrote {os.path.join(args.out, 'cpu-results.json')}")

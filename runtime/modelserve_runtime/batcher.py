@@ -180,6 +180,10 @@ class Batcher:
             task = asyncio.get_running_loop().create_task(self._run(batch))
             self._batches.add(task)
             task.add_done_callback(self._batches.discard)
+            # Not kept while waiting for the next request: the requests' inputs can be
+            # views of memory their owner unmaps once answered (the engine process reads
+            # workers' shared-memory arenas: a view alive at unmap is a BufferError).
+            del batch, task
 
     def _take_fitting(self, batch: list[_Item], rows: int) -> int:
         while self._queue:

@@ -69,12 +69,13 @@ class InferRequest:
     outputs: list[RequestedOutput] | None = None
     binary_output: bool = False
     parameters: dict[str, Any] = field(default_factory=dict)
-    # True where requests reach the event loop one at a time (gRPC: grpcio hands each
-    # call over separately), so a lone request must not run its batch on the loop: that
-    # would hold back the next call and no batch would ever form (batcher._run_inline).
+    # True where requests reach the event loop one at a time (grpcio's asyncio server
+    # hands each call over separately), so a lone request must not run its batch on the
+    # loop: that would hold back the next call and no batch would ever form
+    # (batcher._run_inline).
     arrives_alone: bool = False
-    # Set with arrives_alone when other calls were in progress as this one arrived: the
-    # batcher then lets a batch wait briefly for them even on an idle device.
+    # gRPC: other calls were in progress as this one arrived: the batcher then lets a
+    # batch wait briefly for them even on an idle device.
     company_expected: bool = False
 
 

@@ -262,6 +262,7 @@ class RemoteModel(Model):
         self._pending: dict[int, tuple[asyncio.Future, int | None]] = {}
         self.link: FrameLink | None = None
         self._next_id = 0
+        self._closing = False
 
     def load(self, warm_up: bool = True) -> None:
         """Blocking (in a thread): wait for the engine, read its signature, make the
@@ -324,7 +325,10 @@ class RemoteModel(Model):
 
     def _on_lost(self) -> None:
         self.ready = False
-        log.error("engine connection lost")
+        if self._closing:
+            log.info("engine connection closed")
+        else:
+            log.error("engine connection lost")
         # Nothing writes into the arena any more: every slot is free again.
         for fut, slot in self._pending.values():
             if not fut.done():
@@ -385,6 +389,7 @@ class RemoteModel(Model):
         return self.select_outputs(request, results)
 
     def close(self) -> None:
+        self._closing = True  # our own hang-up at exit is no error
         if self.link is not None:
             self.link.close()
         with contextlib.suppress(Exception):

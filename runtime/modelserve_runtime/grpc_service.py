@@ -1,5 +1,6 @@
-"""gRPC: the Open Inference Protocol v2 service (`inference.GRPCInferenceService`) on
-grpcio's asyncio server, in the same process and event loop as the HTTP server.
+"""gRPC: the Open Inference Protocol v2 service (`inference.GRPCInferenceService`), its
+RPCs running on the HTTP server's event loop, in the same process; grpcio's thread-pool
+server (or its asyncio server) takes the calls (start_grpc says why and how).
 
 It shares everything behind the wire with HTTP (server.RuntimeServer): the model and
 its batcher, API keys (sent as `authorization: Bearer <key>` or `x-api-key` metadata),
@@ -17,10 +18,12 @@ that the audit log's bytes_in is the size actually received.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import os
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 import numpy as np
@@ -58,6 +61,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("modelserve.grpc")
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+INFER_PATH = f"/{SERVICE}/ModelInfer"
 
 # HTTP status of an InferenceError -> gRPC code, and back for the metrics' status label.
 CODES = {
@@ -145,7 +149,6 @@ def decode_infer_request(msg: pb.ModelInferRequest) -> InferRequest:
         outputs=outputs,
         binary_output=True,
         parameters={k: _param_value(v) for k, v in msg.parameters.items()},
-        arrives_alone=True,
     )
 
 
@@ -165,44 +168,143 @@ def encode_infer_response(
     return response
 
 
-class InferenceService:
-    """The service's RPCs, over the HTTP server's model, keys, audit log and metrics."""
+class Call(Protocol):
+    """What the service reads of a call, whichever grpcio server runs it."""
 
-    def __init__(self, server: RuntimeServer) -> None:
+    def peer(self) -> str: ...
+    def metadata(self) -> Iterable[tuple[str, str | bytes]]: ...
+    def done(self) -> bool: ...  # the call is over: cancelled, past its deadline
+
+
+class _AioCall:
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        self.context = context
+
+    def peer(self) -> str:
+        return self.context.peer()
+
+    def metadata(self) -> Iterable[tuple[str, str | bytes]]:
+        return self.context.invocation_metadata() or ()
+
+    def done(self) -> bool:
+        return self.context.done()
+
+
+class _ThreadCall:
+    """A call on grpcio's thread-pool server, read from the event loop: peer and
+    metadata are taken in the handler thread, before the hand-over."""
+
+    def __init__(self, context: grpc.ServicerContext) -> None:
+        self.context = context
+        self._peer = context.peer()
+        self._metadata = tuple(context.invocation_metadata() or ())
+        self.task: asyncio.Task | None = None  # its work on the loop, once started
+
+    def cancel(self) -> None:
+        """On the loop, when grpcio ends the call early. Work not started yet sees
+        done() as it starts (model_infer counts it as a client that went away)."""
+        if self.task is not None:
+            self.task.cancel()
+
+    def peer(self) -> str:
+        return self._peer
+
+    def metadata(self) -> Iterable[tuple[str, str | bytes]]:
+        return self._metadata
+
+    def done(self) -> bool:
+        return not self.context.is_active()
+
+
+Core = Callable[[bytes, Call], Awaitable[Any]]
+
+
+def _code(exc: InferenceError) -> grpc.StatusCode:
+    return CODES.get(exc.status, grpc.StatusCode.INTERNAL)
+
+
+class InferenceService:
+    """The service's RPCs, over the HTTP server's model, keys, audit log and metrics.
+
+    The RPCs are coroutines on the HTTP server's event loop that answer a message or
+    raise InferenceError; `aio_handler` serves them from grpcio's asyncio server on that
+    loop, `thread_handler` from grpcio's thread-pool server, whose handler threads hand
+    each call to the loop and wait (see start_grpc for why both)."""
+
+    def __init__(self, server: RuntimeServer, arrives_alone: bool = False) -> None:
         self.server = server
         self.settings = server.settings
         self.calls = 0  # ModelInfer calls in progress
+        # grpcio's asyncio server hands calls to the loop one per event (codec.py's
+        # InferRequest.arrives_alone); the thread-pool server's hand-overs queue up and
+        # reach the loop together, like requests from one socket read.
+        self.arrives_alone = arrives_alone
 
     # --- plumbing -------------------------------------------------------------------
-    def handler(self) -> grpc.GenericRpcHandler:
-        def unary(
-            method: Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Any]],
-        ) -> grpc.RpcMethodHandler:
-            # request_deserializer=None: the method gets the raw bytes (see module doc).
-            return grpc.unary_unary_rpc_method_handler(
-                method, response_serializer=lambda m: m.SerializeToString()
-            )
+    def _methods(self) -> dict[str, Core]:
+        return {
+            "ServerLive": self.server_live,
+            "ServerReady": self.server_ready,
+            "ModelReady": self.model_ready,
+            "ServerMetadata": self.server_metadata,
+            "ModelMetadata": self.model_metadata,
+            "ModelInfer": self.model_infer,
+        }
 
+    @staticmethod
+    def _generic(methods: dict[str, Callable[..., Any]]) -> grpc.GenericRpcHandler:
+        # request_deserializer=None: the method gets the raw bytes (see module doc).
         return grpc.method_handlers_generic_handler(
             SERVICE,
             {
-                "ServerLive": unary(self.server_live),
-                "ServerReady": unary(self.server_ready),
-                "ModelReady": unary(self.model_ready),
-                "ServerMetadata": unary(self.server_metadata),
-                "ModelMetadata": unary(self.model_metadata),
-                "ModelInfer": unary(self.model_infer),
+                name: grpc.unary_unary_rpc_method_handler(
+                    method, response_serializer=lambda m: m.SerializeToString()
+                )
+                for name, method in methods.items()
             },
         )
 
-    def _authorize(self, context: grpc.aio.ServicerContext) -> str | None:
+    def aio_handler(self) -> grpc.GenericRpcHandler:
+        def serve(core: Core) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Any]]:
+            async def method(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    return await core(raw, _AioCall(context))
+                except InferenceError as exc:
+                    await context.abort(_code(exc), str(exc))
+
+            return method
+
+        return self._generic({name: serve(core) for name, core in self._methods().items()})
+
+    def thread_handler(self, loop: asyncio.AbstractEventLoop) -> grpc.GenericRpcHandler:
+        def serve(core: Core) -> Callable[[bytes, grpc.ServicerContext], Any]:
+            async def run(raw: bytes, call: _ThreadCall) -> Any:
+                call.task = asyncio.current_task()
+                return await core(raw, call)
+
+            def method(raw: bytes, context: grpc.ServicerContext) -> Any:
+                call = _ThreadCall(context)
+                future = asyncio.run_coroutine_threadsafe(run(raw, call), loop)
+                # The call ends early (client cancelled, deadline passed): stop its work
+                # on the loop, which counts it as 499 like the asyncio server does.
+                context.add_callback(lambda: loop.call_soon_threadsafe(call.cancel))
+                try:
+                    return future.result()
+                except InferenceError as exc:
+                    context.abort(_code(exc), str(exc))
+                except concurrent.futures.CancelledError:  # grpcio has ended the call
+                    context.abort(grpc.StatusCode.CANCELLED, "the call ended before its answer")
+
+            return method
+
+        return self._generic({name: serve(core) for name, core in self._methods().items()})
+
+    def _authorize(self, call: Call) -> str | None:
         """The caller's key id; raises a 401 InferenceError for a missing/wrong key."""
         keys = self.server.api_keys
         if keys is None:
             return None
-        metadata = CIMultiDict(
-            (k, v) for k, v in context.invocation_metadata() or () if isinstance(v, str)
-        )
+        metadata = CIMultiDict((k, v) for k, v in call.metadata() if isinstance(v, str))
         key_id = keys.identify(presented_key(metadata))
         if key_id is None:
             raise InferenceError(
@@ -210,18 +312,14 @@ class InferenceService:
             )
         return key_id
 
-    @staticmethod
-    async def _abort(context: grpc.aio.ServicerContext, exc: InferenceError) -> None:
-        await context.abort(CODES.get(exc.status, grpc.StatusCode.INTERNAL), str(exc))
-
     # --- health and metadata (health is open, like /v2/health/*) ---------------------
-    async def server_live(self, raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+    async def server_live(self, raw: bytes, call: Call) -> Any:
         return pb.ServerLiveResponse(live=True)
 
-    async def server_ready(self, raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+    async def server_ready(self, raw: bytes, call: Call) -> Any:
         return pb.ServerReadyResponse(ready=self.server.model.ready and not self.server.draining)
 
-    async def model_ready(self, raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+    async def model_ready(self, raw: bytes, call: Call) -> Any:
         def answer() -> tuple[Any, str | None]:
             msg = _parse(pb.ModelReadyRequest, raw)
             try:
@@ -231,18 +329,18 @@ class InferenceService:
             ready = model.ready and not self.server.draining
             return pb.ModelReadyResponse(ready=ready), msg.name
 
-        return await self._described("ModelReady", raw, context, answer)
+        return await self._described("ModelReady", raw, call, answer)
 
-    async def server_metadata(self, raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+    async def server_metadata(self, raw: bytes, call: Call) -> Any:
         def answer() -> tuple[Any, str | None]:
             response = pb.ServerMetadataResponse(
                 name="modelserve", version=__version__, extensions=["binary_tensor_data"]
             )
             return response, None
 
-        return await self._described("ServerMetadata", raw, context, answer)
+        return await self._described("ServerMetadata", raw, call, answer)
 
-    async def model_metadata(self, raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+    async def model_metadata(self, raw: bytes, call: Call) -> Any:
         def answer() -> tuple[Any, str | None]:
             msg = _parse(pb.ModelMetadataRequest, raw)
             model = self.server.lookup(msg.name, msg.version or None)
@@ -258,13 +356,13 @@ class InferenceService:
             )
             return response, model.name
 
-        return await self._described("ModelMetadata", raw, context, answer)
+        return await self._described("ModelMetadata", raw, call, answer)
 
     async def _described(
         self,
         method: str,
         raw: bytes,
-        context: grpc.aio.ServicerContext,
+        call: Call,
         answer: Callable[[], tuple[Any, str | None]],
     ) -> Any:
         """API key, error codes and the audit line for the calls that describe the
@@ -272,31 +370,32 @@ class InferenceService:
         started = time.perf_counter()
         status, key_id, model_name = 500, None, None
         try:
-            key_id = self._authorize(context)
+            key_id = self._authorize(call)
             response, model_name = answer()
             status = 200
             return response
         except InferenceError as exc:
             status = exc.status
-            await self._abort(context, exc)
+            raise
         finally:
-            self.server.audit_record(
-                ts=round(time.time(), 3),
-                protocol="grpc",
-                remote=context.peer(),
-                method=method,
-                path=f"/{SERVICE}/{method}",
-                key_id=key_id,
-                model=model_name[:200] if model_name is not None else None,
-                version=None,
-                status=status,
-                latency_ms=round((time.perf_counter() - started) * 1000, 3),
-                request_id=None,
-                bytes_in=len(raw),
-            )
+            if self.server.audit is not None:
+                self.server.audit_record(
+                    ts=round(time.time(), 3),
+                    protocol="grpc",
+                    remote=call.peer(),
+                    method=method,
+                    path=f"/{SERVICE}/{method}",
+                    key_id=key_id,
+                    model=model_name[:200] if model_name is not None else None,
+                    version=None,
+                    status=status,
+                    latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                    request_id=None,
+                    bytes_in=len(raw),
+                )
 
     # --- inference ------------------------------------------------------------------
-    async def model_infer(self, raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+    async def model_infer(self, raw: bytes, call: Call) -> Any:
         server = self.server
         started = time.perf_counter()
         status, key_id, label_model, known = 500, None, "_unknown", False
@@ -305,7 +404,9 @@ class InferenceService:
         server.inflight += 1
         server.inflight_gauge.inc()
         try:
-            key_id = self._authorize(context)
+            key_id = self._authorize(call)
+            if call.done():  # ended while it waited to be served: nobody to answer
+                raise ClientClosed("the call ended before it was served")
             msg = _parse(pb.ModelInferRequest, raw)
             model_name, version = msg.model_name, msg.model_version or None
             known = model_name == server.model.name
@@ -314,26 +415,27 @@ class InferenceService:
                 raise InferenceError("the server is shutting down", 503)
             model = server.lookup(model_name, version)
             request = decode_infer_request(msg)
+            request.arrives_alone = self.arrives_alone
             request.company_expected = self.calls > 1
             request_id = request.id
             outputs = await model.infer(request)
             response = encode_infer_response(model.name, model.version, outputs, request.id)
-            status = 499 if context.done() else 200
+            status = 499 if call.done() else 200
             return response
         except InferenceError as exc:
             status = exc.status
             if isinstance(exc, ClientClosed):
                 log.info("client went away: %s", exc)
-            await self._abort(context, exc)
+            raise
         except asyncio.CancelledError:  # the client cancelled, or its deadline passed
             status = ClientClosed.status
             raise
         except Exception:
             log.exception("inference failed")
             status = 500
-            await context.abort(
-                grpc.StatusCode.INTERNAL, "internal error during inference; see the server log"
-            )
+            raise InferenceError(
+                "internal error during inference; see the server log", 500
+            ) from None
         finally:
             self.calls -= 1
             server.inflight -= 1
@@ -342,20 +444,21 @@ class InferenceService:
                 server.count(label_model, status)
             if known:
                 server.duration.observe(time.perf_counter() - started)
-            server.audit_record(
-                ts=round(time.time(), 3),
-                protocol="grpc",
-                remote=context.peer(),
-                method="ModelInfer",
-                path=f"/{SERVICE}/ModelInfer",
-                key_id=key_id,
-                model=model_name[:200] if model_name is not None else None,
-                version=(version or server.model.version) if model_name is not None else None,
-                status=status,
-                latency_ms=round((time.perf_counter() - started) * 1000, 3),
-                request_id=request_id,
-                bytes_in=len(raw),
-            )
+            if server.audit is not None:
+                server.audit_record(
+                    ts=round(time.time(), 3),
+                    protocol="grpc",
+                    remote=call.peer(),
+                    method="ModelInfer",
+                    path=INFER_PATH,
+                    key_id=key_id,
+                    model=model_name[:200] if model_name is not None else None,
+                    version=(version or server.model.version) if model_name is not None else None,
+                    status=status,
+                    latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                    request_id=request_id,
+                    bytes_in=len(raw),
+                )
 
 
 def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -365,32 +468,84 @@ def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
         return grpc.ssl_server_credentials([(key.read(), cert.read())])
 
 
-async def start_grpc(
-    server: RuntimeServer, settings: Settings, reuse_port: bool
-) -> grpc.aio.Server:
-    """Listen on --grpc-port; the caller stops it (`await grpc_server.stop(grace)`)."""
-    grpc_server = grpc.aio.server(
-        handlers=[InferenceService(server).handler()],
-        # Concurrent calls are bounded like HTTP connections; over it, RESOURCE_EXHAUSTED.
-        maximum_concurrent_rpcs=settings.max_connections,
-        options=[
-            ("grpc.max_receive_message_length", settings.max_body_bytes),
-            ("grpc.max_send_message_length", -1),
-            # grpcio sets SO_REUSEPORT by default, which would let a second server bind
-            # the same port unnoticed; only --workers share it on purpose.
-            ("grpc.so_reuseport", 1 if reuse_port else 0),
-            # A connection that never finishes its TLS/HTTP/2 handshake is dropped as
-            # an HTTP one that never finishes its headers; idle ones as idle HTTP ones.
-            ("grpc.server_handshake_timeout_ms", int(settings.header_timeout_s * 1000)),
-            ("grpc.max_connection_idle_ms", int(settings.keepalive_timeout_s * 1000)),
-        ],
-    )
+class GrpcListener:
+    """The running gRPC server, either kind, stopped the same way."""
+
+    def __init__(self, server: grpc.aio.Server | grpc.Server) -> None:
+        self.server = server
+
+    async def stop(self, grace: float | None) -> None:
+        if isinstance(self.server, grpc.aio.Server):
+            await self.server.stop(grace)
+        else:  # the thread-pool server's stop() returns an Event set once it is done
+            done = self.server.stop(grace)
+            await asyncio.get_running_loop().run_in_executor(None, done.wait)
+
+
+# MODELSERVE_GRPC_SERVER: which grpcio server runs the service.
+GRPC_SERVERS = ("threads", "asyncio")
+
+
+async def start_grpc(server: RuntimeServer, settings: Settings, reuse_port: bool) -> GrpcListener:
+    """Listen on --grpc-port; the caller stops it (`await listener.stop(grace)`).
+
+    Two grpcio servers can run the service, chosen by MODELSERVE_GRPC_SERVER: `threads`
+    (the default: grpcio's thread-pool server, whose handler threads hand each call to
+    this loop and wait for its answer) or `asyncio` (grpc.aio on this event loop).
+    grpcio's own cost per call is what differs: its asyncio server passes every
+    completion-queue event through a poller thread and a wake-up of the loop, ~19
+    context switches per call against ~7 for the thread-pool server, and a do-nothing
+    call cost 355-390 us of CPU against 200-240 us on the 2-core VM, the whole ModelInfer
+    path ~35 % less. On the H200 host both served the same calls/s (hack/bench-runtime
+    --cpu prints both floors; docs/runtime.md has the figures)."""
+    kind = os.environ.get("MODELSERVE_GRPC_SERVER", "threads")
+    if kind not in GRPC_SERVERS:
+        raise RuntimeError(f"MODELSERVE_GRPC_SERVER is {kind!r}; use one of {GRPC_SERVERS}")
+    service = InferenceService(server, arrives_alone=kind == "asyncio")
+    options = [
+        ("grpc.max_receive_message_length", settings.max_body_bytes),
+        ("grpc.max_send_message_length", -1),
+        # grpcio sets SO_REUSEPORT by default, which would let a second server bind
+        # the same port unnoticed; only --workers share it on purpose.
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+        # A connection that never finishes its TLS/HTTP/2 handshake is dropped as
+        # an HTTP one that never finishes its headers; idle ones as idle HTTP ones.
+        ("grpc.server_handshake_timeout_ms", int(settings.header_timeout_s * 1000)),
+        ("grpc.max_connection_idle_ms", int(settings.keepalive_timeout_s * 1000)),
+    ]
+    grpc_server: grpc.aio.Server | grpc.Server
+    if kind == "asyncio":
+        grpc_server = grpc.aio.server(
+            handlers=[service.aio_handler()],
+            # Concurrent calls are bounded like HTTP connections; over it, RESOURCE_EXHAUSTED.
+            maximum_concurrent_rpcs=settings.max_connections,
+            options=options,
+        )
+    else:
+        # A call holds its handler thread until its batch is done: one thread per call
+        # in progress, up to the same bound (threads start as calls need them).
+        pool = concurrent.futures.ThreadPoolExecutor(
+            settings.max_connections, thread_name_prefix="grpc"
+        )
+        grpc_server = grpc.server(
+            pool,
+            handlers=[service.thread_handler(asyncio.get_running_loop())],
+            maximum_concurrent_rpcs=settings.max_connections,
+            options=options,
+        )
     address = f"{settings.host}:{settings.grpc_port}"
     credentials = _credentials(settings)
     if credentials is None:
         grpc_server.add_insecure_port(address)
     else:
         grpc_server.add_secure_port(address, credentials)
-    await grpc_server.start()
-    log.info("gRPC listening on %s (%s)", address, "TLS" if credentials else "plaintext")
-    return grpc_server
+    started = grpc_server.start()
+    if started is not None:  # the asyncio server's start() is a coroutine
+        await started
+    log.info(
+        "gRPC listening on %s (%s, %s server)",
+        address,
+        "TLS" if credentials else "plaintext",
+        kind,
+    )
+    return GrpcListener(grpc_server)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import faulthandler
 import inspect
-import json
 import logging
 import os
 import signal
@@ -18,12 +17,12 @@ import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import TextIO
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from . import __version__, progress
+from .audit import AuditLog
 from .auth import ApiKeys, presented_key
 from .backends import create_backend
 from .codec import HEADER_LENGTH, decode_request, encode_response
@@ -48,27 +47,6 @@ log = logging.getLogger("modelserve.server")
 
 OPEN_PATHS = ("/v2/health/", "/metrics", PROGRESS_PATH)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class AuditLog:
-    """One JSON line per request on stdout, written in batches: a write syscall per
-    request costs more than the rest of the audit record; 50 ms of delay costs nothing."""
-
-    def __init__(self, stream: TextIO, interval_s: float = 0.05) -> None:
-        self.stream = stream
-        self.interval_s = interval_s
-        self.pending: list[str] = []
-
-    def write(self, line: str) -> None:
-        if not self.pending:
-            asyncio.get_running_loop().call_later(self.interval_s, self.flush)
-        self.pending.append(line)
-
-    def flush(self) -> None:
-        if self.pending:
-            lines, self.pending = self.pending, []
-            self.stream.write("\n".join(lines) + "\n")
-            self.stream.flush()
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -136,7 +114,7 @@ class RuntimeServer:
     def audit_record(self, **fields: object) -> None:
         """One audit line: who, what, outcome; never tensor contents (HTTP and gRPC)."""
         if self.audit is not None:
-            self.audit.write(json.dumps(fields, separators=(",", ":")))
+            self.audit.record(fields)
 
     # --- app -----------------------------------------------------------------------
     def app(self) -> web.Application:

@@ -128,7 +128,7 @@ class Rollout(ApiModel):
 
 
 class GatewayRef(ApiModel):
-    """The Gateway an HTTPRoute attaches to."""
+    """The Gateway the HTTPRoute and GRPCRoute attach to."""
 
     name: str = Field(description="Gateway name.", max_length=253)
     namespace: str | None = Field(None, description="Gateway namespace.", max_length=63)
@@ -140,7 +140,7 @@ class Traffic(ApiModel):
 
     provider: Literal["service", "gateway-api", "istio"] = Field(
         "service",
-        description="service (replica ratio), gateway-api (HTTPRoute) or istio.",
+        description="service (replica ratio), gateway-api (HTTPRoute and GRPCRoute) or istio.",
     )
     gateway_ref: GatewayRef | None = Field(None, description="For provider gateway-api.")
     hostnames: list[str] | None = Field(

@@ -71,12 +71,18 @@ class ServiceProvider:
         return [service]
 
 
+# The Open Inference Protocol's gRPC service: what the gRPC routes match, so they claim
+# only its paths (/inference.GRPCInferenceService/...), never the HTTP API's.
+GRPC_SERVICE = "inference.GRPCInferenceService"
+
+
 class GatewayApiProvider:
-    """An HTTPRoute with weighted backendRefs, attached to the user's Gateway."""
+    """An HTTPRoute for the HTTP port and a GRPCRoute for the gRPC port, both with the
+    same weighted backendRefs, attached to the user's Gateway."""
 
     name = "gateway-api"
     exact_weights = True
-    kinds = ("Service", "HTTPRoute")
+    kinds = ("Service", "HTTPRoute", "GRPCRoute")
 
     def render(self, md: Meta, spec: ModelDeploymentSpec, split: Split,
                settings: RenderSettings) -> list[dict[str, Any]]:
@@ -87,22 +93,31 @@ class GatewayApiProvider:
             parent["namespace"] = ref.namespace
         if ref and ref.section_name:
             parent["sectionName"] = ref.section_name
-        route_spec: dict[str, Any] = {
-            "parentRefs": [parent],
-            "rules": [{"backendRefs": [
-                {"group": "", "kind": "Service", "name": name, "port": settings.port,
-                 "weight": weight}
-                for name, weight in _backends(md, split)]}],
-        }
-        if spec.traffic.hostnames:
-            route_spec["hostnames"] = list(spec.traffic.hostnames)
-        route = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-                 "metadata": _meta(md), "spec": route_spec}
-        return [ServiceProvider().render(md, spec, split, settings)[0], route]
+        backends = _backends(md, split)
+
+        def route(kind: str, port: int, rule: dict[str, Any]) -> dict[str, Any]:
+            rule["backendRefs"] = [
+                {"group": "", "kind": "Service", "name": name, "port": port, "weight": weight}
+                for name, weight in backends]
+            route_spec: dict[str, Any] = {"parentRefs": [parent], "rules": [rule]}
+            if spec.traffic.hostnames:
+                route_spec["hostnames"] = list(spec.traffic.hostnames)
+            return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": kind,
+                    "metadata": _meta(md), "spec": route_spec}
+
+        http = route("HTTPRoute", settings.port, {})
+        # The match keeps the GRPCRoute to the inference service's own paths, which are
+        # more specific than the HTTPRoute's "/", so both can share a listener and a
+        # hostname: gRPC calls go to the gRPC port, everything else to the HTTP one.
+        grpc = route("GRPCRoute", settings.grpc_port,
+                     {"matches": [{"method": {"type": "Exact", "service": GRPC_SERVICE}}]})
+        service = ServiceProvider().render(md, spec, split, settings)[0]
+        return [service, http, grpc] if settings.grpc_port else [service, http]
 
 
 class IstioProvider:
-    """A VirtualService with weighted routes to the revision Services."""
+    """A VirtualService with weighted routes to the revision Services: gRPC (the gRPC
+    port) to their gRPC port, everything else to their HTTP port."""
 
     name = "istio"
     exact_weights = True
@@ -112,10 +127,20 @@ class IstioProvider:
                settings: RenderSettings) -> list[dict[str, Any]]:
         domain = f"{md.namespace}.svc.{settings.cluster_domain}"
         hosts = [f"{names.service_name(md.name)}.{domain}", *(spec.traffic.hostnames or [])]
-        route = [{"destination": {"host": f"{name}.{domain}", "port": {"number": settings.port}},
-                  "weight": weight} for name, weight in _backends(md, split)]
+
+        def weighted(port: int) -> list[dict[str, Any]]:
+            return [{"destination": {"host": f"{name}.{domain}", "port": {"number": port}},
+                     "weight": weight} for name, weight in _backends(md, split)]
+
+        http: list[dict[str, Any]] = []
+        if settings.grpc_port:
+            # First, and matched on the port the caller dialled: without it the catch-all
+            # below would send gRPC calls to the HTTP port.
+            http.append({"name": "grpc", "match": [{"port": settings.grpc_port}],
+                         "route": weighted(settings.grpc_port)})
+        http.append({"route": weighted(settings.port)})
         service = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-                   "metadata": _meta(md), "spec": {"hosts": hosts, "http": [{"route": route}]}}
+                   "metadata": _meta(md), "spec": {"hosts": hosts, "http": http}}
         return [ServiceProvider().render(md, spec, split, settings)[0], service]
 
 
@@ -132,6 +157,7 @@ def provider_for(spec: ModelDeploymentSpec) -> Provider:
 API_VERSIONS = {
     "Service": "v1",
     "HTTPRoute": "gateway.networking.k8s.io/v1",
+    "GRPCRoute": "gateway.networking.k8s.io/v1",
     "VirtualService": "networking.istio.io/v1",
 }
 

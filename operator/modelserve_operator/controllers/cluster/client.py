@@ -51,6 +51,7 @@ _PLURALS = {
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
     "ScaledObject": "scaledobjects",
     "HTTPRoute": "httproutes",
+    "GRPCRoute": "grpcroutes",
     "VirtualService": "virtualservices",
     "Pod": "pods",
     "Lease": "leases",

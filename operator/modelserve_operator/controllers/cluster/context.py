@@ -50,6 +50,8 @@ class Context:
     # object does not exist: no read is needed before creating it.
     primed: bool = False
     instance: str = field(default_factory=lambda: os.environ.get("HOSTNAME", "local"))
+    # Optional route kinds this cluster answered 404 for (reconcilers/.../traffic.py).
+    unserved_kinds: set[str] = field(default_factory=set)
     # Seconds since the epoch; tests inject a clock they move by hand.
     clock: Callable[[], float] = time.time
     # GETs the progress endpoint of pods that are not Ready; tests inject canned answers.

@@ -1,0 +1,88 @@
+"""The floors of `hack/bench-runtime --cpu`'s gRPC rows: a grpcio server that does nothing
+but answer ModelInfer with a canned response, with the same generic-handler plumbing as
+the modelserve runtime (raw request bytes in, no parsing), on either of grpcio's servers
+the runtime can use (MODELSERVE_GRPC_SERVER): `asyncio` (grpc.aio, on the runtime's
+event loop: uvloop when installed) or `threads` (the thread-pool server). What it costs
+per call is grpcio's own cost, which no server built on that grpcio server can go below;
+the benchmark prints it as a row in the same run, so every gRPC figure can be read
+against it.
+
+usage: python bench_runtime_grpc_floor.py --grpc-port P [--server asyncio|threads]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "runtime"))
+from modelserve_runtime.proto import grpc_predict_v2_pb2 as pb
+
+
+def canned_response(model_name: str) -> bytes:
+    """What the runtime answers for one row of the benchmark's MLP (10 FP32 outputs)."""
+    response = pb.ModelInferResponse(model_name=model_name, model_version="1")
+    response.outputs.add(name="y", datatype="FP32", shape=[1, 10])
+    response.raw_output_contents.append(bytes(40))
+    return response.SerializeToString()
+
+
+def handler(model_infer) -> grpc.GenericRpcHandler:
+    return grpc.method_handlers_generic_handler(
+        "inference.GRPCInferenceService",
+        {"ModelInfer": grpc.unary_unary_rpc_method_handler(
+            model_infer, response_serializer=lambda b: b)},
+    )
+
+
+async def serve(port: int, model_name: str) -> None:
+    answer = canned_response(model_name)
+
+    async def model_infer(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return answer
+
+    server = grpc.aio.server(handlers=[handler(model_infer)], options=[("grpc.so_reuseport", 0)])
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
+def serve_threads(port: int, model_name: str) -> None:
+    answer = canned_response(model_name)
+
+    def model_infer(raw: bytes, context: grpc.ServicerContext) -> bytes:
+        return answer
+
+    # As many threads as the runtime would start for the benchmark's calls in flight.
+    server = grpc.server(ThreadPoolExecutor(1000), handlers=[handler(model_infer)],
+                         options=[("grpc.so_reuseport", 0)])
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--grpc-port", type=int, required=True)
+    p.add_argument("--model-name", default="mlp")
+    p.add_argument("--server", choices=("asyncio", "threads"), default="asyncio")
+    args = p.parse_args()
+    if args.server == "threads":
+        serve_threads(args.grpc_port, args.model_name)
+        return
+    try:
+        import uvloop
+    except ImportError:  # the runtime falls back to asyncio's loop likewise
+        asyncio.run(serve(args.grpc_port, args.model_name))
+    else:
+        uvloop.run(serve(args.grpc_port, args.model_name))
+
+
+if __name__ == "__main__":
+    main()
