@@ -393,3 +393,19 @@ class ModelDeploymentStatus(ApiModel):
     analysis: AnalysisStatus | None = Field(None, description="Running analysis.")
     autoscaling: AutoscalingStatus | None = Field(
         None, description="The autoscaler's view, while spec.autoscaling is set.")
+
+    @classmethod
+    def read(cls, raw: dict[str, Any] | None) -> ModelDeploymentStatus:
+        """The status as stored, read through this model. A field this version does not
+        know (one an older operator wrote) is left out, as the API server prunes it, so
+        reading never fails on an object written by another version."""
+        return cls.model_validate(
+            {k: v for k, v in (raw or {}).items() if k in _STATUS_WIRE_NAMES})
+
+    def condition(self, type_: str) -> Condition | None:
+        """The condition of this type, if set."""
+        return next((c for c in self.conditions or () if c.type == type_), None)
+
+
+# The stored names (camelCase) of the status fields, for read().
+_STATUS_WIRE_NAMES = frozenset(f.alias or n for n, f in ModelDeploymentStatus.model_fields.items())

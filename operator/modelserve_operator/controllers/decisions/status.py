@@ -151,15 +151,9 @@ def kstatus_conditions(phase: str, ready: Verdict, progressing: Verdict,
     return (False, "Reconciled", "the desired state is reached"), not_stalled
 
 
-_STATUS_FIELDS = frozenset(f.alias or n for n, f in ModelDeploymentStatus.model_fields.items())
-
-
 def typed(raw: dict[str, Any] | None) -> ModelDeploymentStatus:
-    """The stored status read through the model its CRD schema is generated from; a field
-    this operator does not know (one an older one wrote) is left out, as the API server
-    prunes it."""
-    return ModelDeploymentStatus.model_validate(
-        {k: v for k, v in (raw or {}).items() if k in _STATUS_FIELDS})
+    """The stored status read through the model its CRD schema is generated from."""
+    return ModelDeploymentStatus.read(raw)
 
 
 def changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
