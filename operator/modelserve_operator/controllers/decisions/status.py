@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelserve_operator.api.modeldeployment import ModelDeploymentStatus
+from modelserve_operator.api.modeldeployment import HistoryEntry, ModelDeploymentStatus
 from modelserve_operator.controllers.decisions.conditions import Problem, set_condition
 
 
@@ -26,7 +27,7 @@ class Observed:
     deadline_exceeded: bool = False
     endpoint: str | None = None
     selector: str | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: Sequence[HistoryEntry] = ()
     rollout_problem: Problem | None = None      # a canary was rolled back
     progressing: tuple[bool, str, str] | None = None  # the rollout's own progress
     fetching_pods: int = 0                # pods of that revision still downloading the model
@@ -117,7 +118,8 @@ def compute(o: Observed) -> dict[str, Any]:
         "ready": f"{ready_pods}/{o.desired_replicas}",
     }
     optional = {"selector": o.selector, "endpoint": o.endpoint, "revision": o.revision,
-                "modelVersion": o.model_version, "history": o.history or None}
+                "modelVersion": o.model_version,
+                "history": [e.wire() for e in o.history] or None}
     status.update({k: v for k, v in optional.items() if v is not None})
     status.update(o.extra)
     # Keep what this reconcile does not own (rollout fields written by other code paths).

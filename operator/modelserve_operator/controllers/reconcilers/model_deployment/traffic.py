@@ -20,7 +20,7 @@ async def route(r: Round) -> None:
     provider = provider_for(r.spec)
     await asyncio.gather(*(r.ctx.ensure(obj["kind"], obj)
                            for obj in provider.render(r.meta, r.spec, split, r.ctx.settings)))
-    previous = r.md.get("status", {}).get("trafficProvider")
+    previous = r.stored.traffic_provider
     name = service_name(r.meta.name)
     for kind in stale_kinds(previous, provider.name):
         await r.ctx.delete(API_VERSIONS[kind], kind, r.meta.namespace, name)
