@@ -126,7 +126,9 @@ def compute(o: Observed) -> dict[str, Any]:
     for key in ("revision", "modelVersion", "templateHash"):
         if key not in status and key in o.previous:
             status[key] = o.previous[key]
-    return status
+    # Through the model the CRD schema is generated from: a misspelt or mistyped field
+    # fails here, in tests, instead of being pruned by the API server.
+    return ModelDeploymentStatus.model_validate(status).merge_patch()
 
 
 Verdict = tuple[bool, str, str]  # (status, reason, message) of one condition
