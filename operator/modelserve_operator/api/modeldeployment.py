@@ -402,11 +402,6 @@ class ModelDeploymentStatus(ApiModel):
         return cls.model_validate(
             {k: v for k, v in (raw or {}).items() if k in _STATUS_WIRE_NAMES})
 
-    def merge_patch(self) -> dict[str, Any]:
-        """This status as a JSON merge patch: the fields that were given, camelCase; one
-        given as None removes the stored field."""
-        return self.model_dump(by_alias=True, mode="json", exclude_unset=True)
-
     def condition(self, type_: str) -> Condition | None:
         """The condition of this type, if set."""
         return next((c for c in self.conditions or () if c.type == type_), None)
