@@ -151,18 +151,20 @@ async def report(ctx: Context, md: dict[str, Any], observed: Observed) -> None:
     await ctx.kube.patch_status(API_VERSION, "ModelDeployment", meta["namespace"],
                                 meta["name"], status)
     md["status"] = {k: v for k, v in {**previous, **status}.items() if v is not None}
-    old_reason = _true_reason(previous, "Degraded")
-    new_reason = _true_reason(status, "Degraded")
+    before, after = ModelDeploymentStatus.read(previous), ModelDeploymentStatus.read(md["status"])
+    old_reason, new_reason = _true_reason(before, "Degraded"), _true_reason(after, "Degraded")
+    ready = after.condition("Ready")
+    ready_message = (ready.message if ready else None) or ""
     if new_reason and new_reason != old_reason and new_reason not in _ROLLOUT_EVENTS:
-        degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
-        await ctx.event(md, new_reason, degraded["message"], warning=True)
+        degraded = after.condition("Degraded")
+        await ctx.event(md, new_reason, (degraded.message if degraded else None) or "",
+                        warning=True)
     elif old_reason and not new_reason:
-        await ctx.event(md, "Recovered", "the problem is gone: " + status["conditions"][0][
-            "message"])
-    if status["phase"] == "Ready" and previous.get("phase") != "Ready":
-        await ctx.event(md, "Ready", status["conditions"][0]["message"])
-    if status.get("fallbackActive") != previous.get("fallbackActive"):
-        if status.get("fallbackActive"):
+        await ctx.event(md, "Recovered", "the problem is gone: " + ready_message)
+    if after.phase == "Ready" and before.phase != "Ready":
+        await ctx.event(md, "Ready", ready_message)
+    if after.fallback_active != before.fallback_active:
+        if after.fallback_active:
             await ctx.event(md, "FallbackActive", "no primary pod is ready: the fallback "
                             "version takes the traffic", warning=True)
         else:
@@ -170,8 +172,6 @@ async def report(ctx: Context, md: dict[str, Any], observed: Observed) -> None:
                             "is back on the primary")
 
 
-def _true_reason(status: dict[str, Any], type_: str) -> str | None:
-    for condition in status.get("conditions") or ():
-        if condition.get("type") == type_ and condition.get("status") == "True":
-            return condition.get("reason")
-    return None
+def _true_reason(status: ModelDeploymentStatus, type_: str) -> str | None:
+    condition = status.condition(type_)
+    return condition.reason if condition and condition.status == "True" else None
