@@ -25,6 +25,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from modelserve_operator import GROUP, ROLLBACK_STEPS_ANNOTATION, VERSION
+from modelserve_operator.api import ModelDeploymentStatus
 from modelserve_operator.render.labels import DEPLOYMENT
 from modelserve_operator.render.names import label_value
 from modelserve_operator.render.pod import FETCH_CONTAINER
@@ -175,28 +176,32 @@ def md_events(name: str, namespace: str) -> list[dict[str, Any]]:
     return cluster().api.sanitize_for_serialization(found).get("items") or []
 
 
+def md_status(md: dict[str, Any]) -> ModelDeploymentStatus:
+    """A ModelDeployment's status through the model its CRD schema is generated from."""
+    return ModelDeploymentStatus.read(md.get("status"))
+
+
 def _control(name: str, namespace: str | None, **request: bool) -> None:
     patch_md(name, namespace, {"status": {"control": request}}, status=True)
 
 
 def promote(name: str, namespace: str | None, full: bool = False) -> str:
-    md = get_md(name, namespace)
-    status = md.get("status", {})
-    if status.get("canaryRevision") is None:
+    status = md_status(get_md(name, namespace))
+    if status.canary_revision is None:
         raise CommandError(f"{name} has no canary to promote (serving revision "
-                           f"{status.get('revision')})")
+                           f"{status.revision})")
     _control(name, namespace, **({"promoteFull": True} if full else {"promote": True}))
     what = "all remaining steps" if full else "the current pause"
-    return f"promote requested for canary revision {status['canaryRevision']}: skipping {what}"
+    return f"promote requested for canary revision {status.canary_revision}: skipping {what}"
 
 
 def abort(name: str, namespace: str | None) -> str:
-    status = get_md(name, namespace).get("status", {})
-    if status.get("canaryRevision") is None:
+    status = md_status(get_md(name, namespace))
+    if status.canary_revision is None:
         raise CommandError(f"{name} has no canary to abort")
     _control(name, namespace, abort=True)
-    return (f"abort requested: traffic goes back to stable revision {status.get('revision')}; "
-            f"canary revision {status['canaryRevision']} is scaled to zero")
+    return (f"abort requested: traffic goes back to stable revision {status.revision}; "
+            f"canary revision {status.canary_revision} is scaled to zero")
 
 
 def _argo_managed(md: dict[str, Any]) -> bool:
@@ -215,23 +220,22 @@ def rollback(name: str, namespace: str | None, to_revision: int | None = None,
     """
     md = get_md(name, namespace)
     namespace = md["metadata"]["namespace"]
-    status = md.get("status", {})
-    history = status.get("history") or []
-    current = status.get("revision")
+    status = md_status(md)
+    history = status.history or []
+    current = status.revision
     if to_revision is None:
-        older = [e for e in history if e["revision"] != current
-                 and e.get("outcome") != "RolledBack"]
+        older = [e for e in history if e.revision != current and e.outcome != "RolledBack"]
         if not older:
             raise CommandError(f"{name} has no earlier revision to roll back to")
-        to_revision = older[0]["revision"]
-    entry = next((e for e in history if e["revision"] == to_revision), None)
-    retained = ", ".join(f"{e['revision']} ({e['modelVersion']})" for e in history)
+        to_revision = older[0].revision
+    entry = next((e for e in history if e.revision == to_revision), None)
+    retained = ", ".join(f"{e.revision} ({e.model_version})" for e in history)
     if entry is None:
         raise CommandError(f"revision {to_revision} of {name} is not retained "
                            f"(spec.revisionHistoryLimit); retained revisions: {retained}")
-    if to_revision == current and status.get("canaryRevision") is None:
+    if to_revision == current and status.canary_revision is None:
         return f"{name} already serves revision {current}"
-    version_name = entry["modelVersion"]
+    version_name = entry.model_version
     try:
         version = get_mv(version_name, namespace)
     except CommandError as error:
@@ -262,23 +266,21 @@ def _wait_for_rollback(name: str, namespace: str, revision: int, canary: bool,
     deadline = started + timeout
     last = ""
     while time.monotonic() < deadline:
-        st = get_md(name, namespace).get("status", {})
+        st = md_status(get_md(name, namespace))
         elapsed = time.monotonic() - started
-        if st.get("revision") == revision and st.get("phase") == "Ready":
+        if st.revision == revision and st.phase == "Ready":
             return (f"revision {revision} serves 100% of the traffic, Ready after "
                     f"{elapsed:.1f}s")
-        if st.get("phase") == "Degraded":
-            degraded = next((c for c in st.get("conditions") or ()
-                             if c.get("type") == "Degraded"), {})
+        if st.phase == "Degraded":
+            degraded = st.condition("Degraded")
             raise CommandError(f"rollback to revision {revision} is Degraded after "
-                               f"{elapsed:.1f}s: {degraded.get('reason')}: "
-                               f"{degraded.get('message')}")
-        if canary and st.get("canaryRevision") == revision and st.get("phase") == "Paused":
-            return (f"canary revision {revision} paused at {st.get('canaryWeight', 0)}% after "
+                               f"{elapsed:.1f}s: {degraded and degraded.reason}: "
+                               f"{degraded and degraded.message}")
+        if canary and st.canary_revision == revision and st.phase == "Paused":
+            return (f"canary revision {revision} paused at {st.canary_weight or 0}% after "
                     f"{elapsed:.1f}s; `modelserve promote {name}` continues the steps")
-        progressing = next((c for c in st.get("conditions") or ()
-                            if c.get("type") == "Progressing"), {})
-        last = f"{st.get('phase')}: {progressing.get('message', '')}"
+        progressing = st.condition("Progressing")
+        last = f"{st.phase}: {(progressing.message if progressing else None) or ''}"
         time.sleep(0.2)
     raise CommandError(f"rollback to revision {revision} not done within {timeout:g}s "
                        f"(last seen: {last}); `modelserve status {name}` shows why")
@@ -298,13 +300,12 @@ def _ago(timestamp: str | None) -> str:
 
 
 def history_table(name: str, namespace: str | None) -> str:
-    status = get_md(name, namespace).get("status", {})
+    status = md_status(get_md(name, namespace))
     rows = [("REVISION", "MODELVERSION", "STARTED", "STOPPED", "OUTCOME")]
-    for entry in status.get("history") or []:
-        marker = " *" if entry["revision"] == status.get("revision") else ""
-        rows.append((f"{entry['revision']}{marker}", entry["modelVersion"],
-                     _ago(entry.get("startedAt")), _ago(entry.get("stoppedAt")),
-                     entry.get("outcome", "")))
+    for entry in status.history or []:
+        marker = " *" if entry.revision == status.revision else ""
+        rows.append((f"{entry.revision}{marker}", entry.model_version,
+                     _ago(entry.started_at), _ago(entry.stopped_at), entry.outcome or ""))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
                      for r in rows)
@@ -312,40 +313,37 @@ def history_table(name: str, namespace: str | None) -> str:
 
 def status_screen(name: str, namespace: str | None) -> str:
     md = get_md(name, namespace)
-    st = md.get("status", {})
+    st = md_status(md)
     lines = [f"Name:        {name}  (namespace {md['metadata']['namespace']})",
-             f"Status:      {st.get('phase', 'Unknown')}   Ready {st.get('ready', '-')}",
-             f"Stable:      revision {st.get('revision')} ({st.get('modelVersion')})"]
-    if st.get("canaryRevision") is not None:
-        step = st.get("currentStep")
+             f"Status:      {st.phase or 'Unknown'}   Ready {st.ready or '-'}",
+             f"Stable:      revision {st.revision} ({st.model_version})"]
+    if st.canary_revision is not None:
         steps = ((md["spec"].get("rollout") or {}).get("canary") or {}).get("steps") or []
-        lines.append(f"Canary:      revision {st['canaryRevision']} "
-                     f"({st.get('canaryModelVersion')})  weight {st.get('canaryWeight', 0)}%  "
-                     f"step {(step or 0) + 1}/{len(steps) or 1}")
-    if st.get("trafficNote"):
-        lines.append(f"Traffic:     {st['trafficNote']}")
-    if st.get("fallbackActive"):
+        lines.append(f"Canary:      revision {st.canary_revision} "
+                     f"({st.canary_model_version})  weight {st.canary_weight or 0}%  "
+                     f"step {(st.current_step or 0) + 1}/{len(steps) or 1}")
+    if st.traffic_note:
+        lines.append(f"Traffic:     {st.traffic_note}")
+    if st.fallback_active:
         lines.append("Fallback:    ACTIVE (no primary pod is ready)")
-    if st.get("endpoint"):
-        lines.append(f"Endpoint:    {st['endpoint']}")
-    if st.get("modelProgress"):
+    if st.endpoint:
+        lines.append(f"Endpoint:    {st.endpoint}")
+    if st.model_progress:
         # What the operator read from the pods' progress endpoints (no log access needed).
-        shown = st["modelProgress"]
-        lines.append(f"Progress:    {shown.get('message', '')}  "
-                     f"(updated {_ago(shown.get('updatedAt'))})")
+        shown = st.model_progress
+        lines.append(f"Progress:    {shown.message}  (updated {_ago(shown.updated_at)})")
     lines.append("Conditions:")
-    for c in st.get("conditions") or []:
-        lines.append(f"  {c['type']:<12} {c['status']:<6} {c.get('reason', '')}: "
-                     f"{c.get('message', '')}")
-    analysis = st.get("analysis")
+    for c in st.conditions or []:
+        lines.append(f"  {c.type:<12} {c.status:<6} {c.reason or ''}: {c.message or ''}")
+    analysis = st.analysis
     if analysis:
-        lines.append(f"Analysis:    revision {analysis['revision']} step "
-                     f"{analysis['step'] + 1}: {analysis.get('message', '')}")
-        for m in (analysis.get("measurements") or [])[-5:]:
-            value = "no data" if m.get("value") is None else f"{m['value']:g}"
-            lines.append(f"  {m['metric']:<20} {value:<12} {'ok' if m['passed'] else 'FAILED'}")
+        lines.append(f"Analysis:    revision {analysis.revision} step "
+                     f"{analysis.step + 1}: {analysis.message or ''}")
+        for m in (analysis.measurements or [])[-5:]:
+            value = "no data" if m.value is None else f"{m.value:g}"
+            lines.append(f"  {m.metric:<20} {value:<12} {'ok' if m.passed else 'FAILED'}")
     # The fetch logs: for when the operator could not reach the pods to read progress.
-    downloads = [] if st.get("modelProgress") else model_downloads(
+    downloads = [] if st.model_progress else model_downloads(
         name, md["metadata"]["namespace"])
     if downloads:
         lines.append("Model downloads:")

@@ -128,6 +128,28 @@ def test_facade_against_a_real_http_server(tmp_path: pathlib.Path) -> None:
     asyncio.run(scenario(tmp_path))
 
 
+def test_the_environment_is_read_for_a_proxy_only_when_one_is_set(monkeypatch) -> None:
+    """aiohttp reads proxy variables and ~/.netrc on a thread per request when it trusts
+    the environment: worth it only where a proxy variable is set."""
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                 "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+    async def trust_env() -> bool:
+        from kubernetes_asyncio import client as k8s
+
+        config = k8s.Configuration(host="http://127.0.0.1:1")
+        kube = Kube(k8s.ApiClient(config))
+        try:
+            return kube.api.rest_client.pool_manager.trust_env
+        finally:
+            await kube.close()
+
+    assert asyncio.run(trust_env()) is False
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert asyncio.run(trust_env()) is True
+
+
 def _certificates(tmp_path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path, pathlib.Path]:
     """A CA and a serving certificate for 127.0.0.1, as the cluster's would be."""
     ca, key, cert = tmp_path / "ca.crt", tmp_path / "server.key", tmp_path / "server.crt"

@@ -79,3 +79,14 @@ def test_recomputing_from_stored_status_changes_nothing():
 def test_rolled_out_needs_no_extra_old_pods():
     assert not rolled_out(deployment(replicas=3, ready=2), 2)
     assert rolled_out(deployment(), 2)
+
+
+def test_status_is_written_through_the_model_and_none_still_removes_a_field():
+    status = observe(extra={"canaryRevision": None, "trafficProvider": "service"})
+    assert "canaryRevision" in status and status["canaryRevision"] is None  # merge patch: remove
+    assert status["trafficProvider"] == "service"
+
+
+def test_a_misspelt_status_field_fails_in_compute_not_silently_in_the_api_server():
+    with pytest.raises(ValueError, match="canaryRevison"):
+        observe(extra={"canaryRevison": 2})

@@ -26,6 +26,11 @@ class ApiModel(BaseModel):
         """The object as the API server stores it (camelCase, unset fields left out)."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
+    def merge_patch(self) -> dict[str, Any]:
+        """The object as a JSON merge patch (how status is written): the fields that were
+        given, camelCase; one given as None removes the stored field."""
+        return self.model_dump(by_alias=True, exclude_unset=True, mode="json")
+
 
 def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
     """One `x-kubernetes-validations` entry; the message names the field to fix."""

@@ -413,3 +413,19 @@ class ModelDeploymentStatus(ApiModel):
     model_progress: ModelProgress | None = Field(
         None, description="Download and load progress of the revision being rolled out, "
         "while its pods are not Ready.")
+
+    @classmethod
+    def read(cls, raw: dict[str, Any] | None) -> ModelDeploymentStatus:
+        """The status as stored, read through this model. A field this version does not
+        know (one an older operator wrote) is left out, as the API server prunes it, so
+        reading never fails on an object written by another version."""
+        return cls.model_validate(
+            {k: v for k, v in (raw or {}).items() if k in _STATUS_WIRE_NAMES})
+
+    def condition(self, type_: str) -> Condition | None:
+        """The condition of this type, if set."""
+        return next((c for c in self.conditions or () if c.type == type_), None)
+
+
+# The stored names (camelCase) of the status fields, for read().
+_STATUS_WIRE_NAMES = frozenset(f.alias or n for n, f in ModelDeploymentStatus.model_fields.items())

@@ -11,6 +11,7 @@ from typing import Any
 
 import kopf
 
+from modelserve_operator.api import ModelDeploymentStatus
 from modelserve_operator.controllers.cluster import leader, metrics
 from modelserve_operator.controllers.cluster.client import ApiError, Kube
 from modelserve_operator.controllers.cluster.context import Context
@@ -245,8 +246,9 @@ def observe(kind: str, event: dict[str, Any]) -> None:
 
     if kind == "ModelDeployment":
         STATE.md_by_label[(namespace, label_value(name))] = name
-        metrics.observe_canary_weight(namespace, name,
-                                      None if event.get("type") == "DELETED" else body)
+        metrics.observe_canary_weight(
+            namespace, name, ModelDeploymentStatus.read(body.get("status")).canary_weight,
+            deleted=event.get("type") == "DELETED")
         _enqueue(("md", namespace, name))
     elif kind == "ModelVersion":
         _enqueue(("mv", namespace, name))

@@ -25,6 +25,7 @@ import os
 import shutil
 import ssl
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -85,6 +86,11 @@ def object_path(api_version: str, kind: str, namespace: str | None, name: str | 
     return path
 
 
+def proxy_in_environment() -> bool:
+    """Whether a proxy variable is set (the standard library's reading of them)."""
+    return bool(urllib.request.getproxies_environment())
+
+
 def in_cluster() -> bool:
     """Running in a pod with a service account, and no kubeconfig asked for instead."""
     return (os.path.exists(f"{SERVICE_ACCOUNT}/token") and not os.environ.get("KUBECONFIG")
@@ -121,6 +127,12 @@ class Kube:
         self.api = api
         self.config: k8s.Configuration = api.configuration
         self._tls = tls
+        if not proxy_in_environment():
+            # kubernetes_asyncio's session trusts the environment, so aiohttp looks up
+            # proxy variables and parses ~/.netrc on a worker thread before every request:
+            # a seventh of the operator's CPU, profiled at 1,000 models. Without a proxy
+            # variable that work finds nothing; with one, the client keeps honouring it.
+            api.rest_client.pool_manager._trust_env = False
 
     @classmethod
     async def connect(cls, context: str | None = None) -> Kube:

@@ -35,14 +35,14 @@ CANARY_WEIGHT = Gauge(
 )
 
 
-def observe_canary_weight(namespace: str, name: str, md: dict | None) -> None:
-    """Mirror status.canaryWeight of a watched ModelDeployment (None: it was deleted)."""
-    if md is None:
+def observe_canary_weight(namespace: str, name: str, weight: int | None,
+                          deleted: bool = False) -> None:
+    """Mirror status.canaryWeight of a watched ModelDeployment."""
+    if deleted:
         with contextlib.suppress(KeyError):
             CANARY_WEIGHT.remove(namespace, name)
         return
-    weight = (md.get("status") or {}).get("canaryWeight") or 0
-    CANARY_WEIGHT.labels(namespace, name).set(weight)
+    CANARY_WEIGHT.labels(namespace, name).set(weight or 0)
 
 
 def set_phase(namespace: str, name: str, phase: str | None) -> None:

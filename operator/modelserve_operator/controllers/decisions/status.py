@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelserve_operator.api.modeldeployment import ModelDeploymentStatus
+from modelserve_operator.api.modeldeployment import HistoryEntry, ModelDeploymentStatus
 from modelserve_operator.controllers.decisions.conditions import Problem, set_condition
 
 
@@ -26,7 +27,7 @@ class Observed:
     deadline_exceeded: bool = False
     endpoint: str | None = None
     selector: str | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: Sequence[HistoryEntry] = ()
     rollout_problem: Problem | None = None      # a canary was rolled back
     progressing: tuple[bool, str, str] | None = None  # the rollout's own progress
     fetching_pods: int = 0                # pods of that revision still downloading the model
@@ -122,7 +123,8 @@ def compute(o: Observed) -> dict[str, Any]:
         "ready": f"{ready_pods}/{o.desired_replicas}",
     }
     optional = {"selector": o.selector, "endpoint": o.endpoint, "revision": o.revision,
-                "modelVersion": o.model_version, "history": o.history or None}
+                "modelVersion": o.model_version,
+                "history": [e.wire() for e in o.history] or None}
     status.update({k: v for k, v in optional.items() if v is not None})
     # None removes it: progress is only shown while pods are on their way.
     status["modelProgress"] = o.model_progress
@@ -131,7 +133,9 @@ def compute(o: Observed) -> dict[str, Any]:
     for key in ("revision", "modelVersion", "templateHash"):
         if key not in status and key in o.previous:
             status[key] = o.previous[key]
-    return status
+    # Through the model the CRD schema is generated from: a misspelt or mistyped field
+    # fails here, in tests, instead of being pruned by the API server.
+    return ModelDeploymentStatus.model_validate(status).merge_patch()
 
 
 Verdict = tuple[bool, str, str]  # (status, reason, message) of one condition
@@ -158,15 +162,9 @@ def kstatus_conditions(phase: str, ready: Verdict, progressing: Verdict,
     return (False, "Reconciled", "the desired state is reached"), not_stalled
 
 
-_STATUS_FIELDS = frozenset(f.alias or n for n, f in ModelDeploymentStatus.model_fields.items())
-
-
 def typed(raw: dict[str, Any] | None) -> ModelDeploymentStatus:
-    """The stored status read through the model its CRD schema is generated from; a field
-    this operator does not know (one an older one wrote) is left out, as the API server
-    prunes it."""
-    return ModelDeploymentStatus.model_validate(
-        {k: v for k, v in (raw or {}).items() if k in _STATUS_FIELDS})
+    """The stored status read through the model its CRD schema is generated from."""
+    return ModelDeploymentStatus.read(raw)
 
 
 def changed(old: dict[str, Any], new: dict[str, Any]) -> bool:

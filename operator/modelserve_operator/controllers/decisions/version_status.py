@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from modelserve_operator.api import ModelVersionSpec
+from modelserve_operator.api import ModelVersionSpec, ModelVersionStatus
 from modelserve_operator.controllers.decisions.conditions import set_condition
 from modelserve_operator.render import validate
 
@@ -27,7 +27,8 @@ def compute_status(problems: list[str], previous: dict[str, Any], generation: in
     message = "; ".join(problems) if problems else "the version can be served"
     # Stalled is what kstatus (Flux, kpt) reads as Failed: a ModelVersion's spec is
     # immutable, so an invalid one never becomes valid; the user must create a new one.
-    return {"observedGeneration": generation, "phase": reason, "conditions": [
-        set_condition(old, "Ready", not problems, reason, message, generation, now),
-        set_condition(old, "Stalled", bool(problems), reason, message, generation, now),
-    ]}
+    return ModelVersionStatus.model_validate({
+        "observedGeneration": generation, "phase": reason, "conditions": [
+            set_condition(old, "Ready", not problems, reason, message, generation, now),
+            set_condition(old, "Stalled", bool(problems), reason, message, generation, now),
+        ]}).merge_patch()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from modelserve_operator.api import ModelDeploymentSpec
+from modelserve_operator.api import ModelDeploymentSpec, ModelDeploymentStatus
 from modelserve_operator.controllers.cluster.context import Context
 from modelserve_operator.controllers.cluster.store import Store
 from modelserve_operator.controllers.decisions.conditions import Problem
@@ -40,7 +40,8 @@ def _previous_provider(store: Store, namespace: str, md_name: str) -> str | None
     operator remembers one exists without reading the cluster every reconcile.
     """
     md = store.get(MD, namespace, md_name) or {}
-    return ((md.get("status") or {}).get("autoscaling") or {}).get("provider")
+    stored = ModelDeploymentStatus.read(md.get("status")).autoscaling
+    return stored.provider if stored else None
 
 
 async def _remove(ctx: Context, kind: str, namespace: str, name: str) -> None:
@@ -182,7 +183,8 @@ def autoscaler_status(store: Store, namespace: str, md_name: str,
     hpa_name = service_name(md_name)
     if provider == "keda":
         hpa_name = KEDA_HPA_PREFIX + hpa_name
-    previous = (md.get("status") or {}).get("autoscaling") or {}
+    stored = ModelDeploymentStatus.read(md.get("status")).autoscaling
+    previous = stored.wire() if stored else {}
     hpa = store.get(HPA, namespace, hpa_name)
     if hpa is None:
         return None, {"autoscaling": _with_removals(fields, previous)}

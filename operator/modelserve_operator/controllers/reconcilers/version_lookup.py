@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
 from modelserve_operator import API_VERSION
 from modelserve_operator.api import ModelDeploymentSpec, ModelVersionSpec
+from modelserve_operator.api.modeldeployment import HistoryEntry
 from modelserve_operator.controllers.cluster.context import TEMPLATE_HASH, Context, content_hash
 from modelserve_operator.controllers.decisions import history
 from modelserve_operator.controllers.decisions.conditions import Problem
@@ -64,7 +66,7 @@ async def _snapshot(ctx: Context, md: dict[str, Any], meta: Meta, template: Mode
 
 async def target_version(ctx: Context, md: dict[str, Any], meta: Meta,
                          spec: ModelDeploymentSpec, deployments: list[dict[str, Any]],
-                         past: list[dict[str, Any]],
+                         past: Sequence[HistoryEntry],
                          ) -> tuple[str | None, ModelVersionSpec | None, Problem | None]:
     """(ModelVersion name, its spec, problem) for what the spec says should serve."""
     if spec.template is not None:

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelserve_operator import ROLLBACK_STEPS_ANNOTATION
-from modelserve_operator.api import ModelDeploymentSpec
+from modelserve_operator.api import ModelDeploymentSpec, ModelDeploymentStatus
 from modelserve_operator.controllers.cluster import metrics
 from modelserve_operator.controllers.cluster.context import Context
 from modelserve_operator.controllers.decisions import history
@@ -55,7 +55,7 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
         metrics.forget(namespace, name)
         return None  # children go with it through ownerReferences: nothing to do
     meta = Meta.of(md)
-    status = md.get("status", {})
+    stored = typed(md.get("status"))
     seen = Observation(ctx, namespace, name)
     if seen.stale():
         # A Deployment controller has not caught up with our last change (even an
@@ -68,25 +68,25 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     except ValidationError as error:
         problem = Problem("InvalidSpec", pydantic_message(error, "spec"))
         await report.report(ctx, md, report.unchanged(
-            ctx, md, seen, status.get("desiredReplicas") or 0, problem))
+            ctx, md, stored, seen, stored.desired_replicas or 0, problem))
         return None
 
-    past = status.get("history") or []
+    past = stored.history or []
     mv_name, version, problem = await target_version(
         ctx, md, meta, spec, list(seen.deployments.values()), past)
     if problem is not None or version is None or mv_name is None:
         # Leave every running revision exactly as it is: bad input never stops serving.
-        await report.report(ctx, md, report.unchanged(ctx, md, seen, spec.replicas, problem))
+        await report.report(ctx, md, report.unchanged(ctx, md, stored, seen, spec.replicas,
+                                                      problem))
         return None
 
     owned_mvs = ctx.store.owned("ModelVersion", namespace, name)
     target = history.revision_for(mv_name, list(seen.deployments.values()), past, owned_mvs)
     now = ctx.now()
-    stored = typed(status)
     verdict, analysis_status = await analysis.run(ctx, md, spec, stored, target, now)
     decided = plan(Inputs(
         spec=spec, status=stored, target=target, target_version=mv_name,
-        total=_total_replicas(spec, seen, status),
+        total=_total_replicas(spec, seen, stored),
         ready={r: seen.ready(r) for r in seen.deployments},
         restarts={r: seen.restarts(r) for r in seen.deployments},
         created={r: seen.created(r) or now for r in seen.deployments},
@@ -95,7 +95,7 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
         now=now, analysis=verdict.passed if verdict else None,
         analysis_message=verdict.message if verdict else "",
         steps_requested_for=_steps_requested_for(md)))
-    r = Round(ctx, md, meta, spec, seen, now, mv_name, version, decided)
+    r = Round(ctx, md, meta, spec, stored, seen, now, mv_name, version, decided)
 
     await autoscaling.ensure_autoscaler(ctx, meta, spec,
                                         deployment_name(name, decided.stable, "stable"))
@@ -140,9 +140,9 @@ def _steps_requested_for(md: dict[str, Any]) -> int | None:
 
 
 def _total_replicas(spec: ModelDeploymentSpec, seen: Observation,
-                    status: dict[str, Any]) -> int:
+                    stored: ModelDeploymentStatus) -> int:
     if spec.autoscaling is None:
         return spec.replicas
-    stable = seen.deployments.get(status.get("revision") or -1)
+    stable = seen.deployments.get(stored.revision or -1)
     current = (stable or {}).get("spec", {}).get("replicas")
     return current or spec.autoscaling.min_replicas

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelserve_operator import API_VERSION
-from modelserve_operator.api import ModelDeploymentSpec
+from modelserve_operator.api import ModelDeploymentSpec, ModelDeploymentStatus
 from modelserve_operator.controllers.cluster import metrics
 from modelserve_operator.controllers.cluster.context import Context
 from modelserve_operator.controllers.decisions import history, pod_progress
@@ -73,17 +73,18 @@ async def model_progress(r: Round, done: Progress) -> dict[str, Any] | None:
 def observed_after(r: Round, done: Progress, analysis: dict[str, Any] | None,
                    scaling: tuple[Problem | None, dict[str, Any]],
                    progress_now: dict[str, Any] | None = None) -> Observed:
-    p, seen, status = r.plan, r.seen, r.md.get("status", {})
-    past = status.get("history") or []
+    p, seen, stored = r.plan, r.seen, r.stored
+    past = stored.history or []
     # A revision stops serving when it stops taking traffic: a previous stable kept
     # scaled up for a fast rollback is superseded already.
-    retired = [e["revision"] for e in past if not e.get("stoppedAt")
-               and e["revision"] not in (p.stable, p.canary)]
+    retired = [e.revision for e in past if not e.stopped_at
+               and e.revision not in (p.stable, p.canary)]
     pods = seen.pods.get(p.canary or p.stable, [])
     scaling_problem, scaling_fields = scaling
     return Observed(
-        r.meta_generation(), status, r.ctx.utcnow(), p.stable_replicas, revision=p.stable,
-        model_version=p.stable_version, deployment=seen.deployments.get(p.stable),
+        r.meta_generation(), r.md.get("status", {}), r.ctx.utcnow(), p.stable_replicas,
+        revision=p.stable, model_version=p.stable_version,
+        deployment=seen.deployments.get(p.stable),
         older_serving=sum(seen.ready(v) for v in seen.deployments if v != p.stable),
         pod_problem=(None if done.done else pod_problem(pods, gpu_resource(r.target_spec)))
         or scaling_problem,
@@ -100,23 +101,23 @@ def observed_after(r: Round, done: Progress, analysis: dict[str, Any] | None,
                                if p.aborted else None,
                                live=frozenset(v for v in (p.canary, p.previous)
                                               if v is not None)),
-        extra={**rollout_fields(r.spec, p, analysis or _kept_analysis(status, p),
+        extra={**rollout_fields(r.spec, p, analysis or _kept_analysis(stored, p),
                                 fallback_active(r.spec, seen, p)),
                **scaling_fields},
     )
 
 
-def unchanged(ctx: Context, md: dict[str, Any], seen: Observation, desired: int,
-              problem: Problem | None) -> Observed:
+def unchanged(ctx: Context, md: dict[str, Any], stored: ModelDeploymentStatus,
+              seen: Observation, desired: int, problem: Problem | None) -> Observed:
     """What to report while bad input leaves every running revision as it is: the serving
     revision's pods (Ready says what serves) and the problem (Degraded says why)."""
-    meta, status = md["metadata"], md.get("status", {})
-    revision = status.get("revision")
+    meta = md["metadata"]
+    revision = stored.revision
     return Observed(
-        meta.get("generation", 1), status, ctx.utcnow(), desired,
+        meta.get("generation", 1), md.get("status", {}), ctx.utcnow(), desired,
         older_serving=sum(seen.ready(r) for r in seen.deployments if r != revision),
-        input_problem=problem, revision=revision, model_version=status.get("modelVersion"),
-        history=status.get("history") or [], deployment=seen.deployments.get(revision or -1),
+        input_problem=problem, revision=revision, model_version=stored.model_version,
+        history=stored.history or [], deployment=seen.deployments.get(revision or -1),
         endpoint=endpoint_url(meta["name"], meta["namespace"], ctx.settings),
         selector=selector(meta["name"]))
 
@@ -125,11 +126,11 @@ def selector(name: str) -> str:
     return ",".join(f"{k}={v}" for k, v in serving_selector(name).items())
 
 
-def _kept_analysis(status: dict[str, Any], p: Plan) -> dict[str, Any] | None:
+def _kept_analysis(stored: ModelDeploymentStatus, p: Plan) -> dict[str, Any] | None:
     """The last analysis stays in status while its canary runs or after it failed it."""
-    analysis = status.get("analysis")
-    if analysis and analysis.get("revision") in (p.canary, p.aborted):
-        return analysis
+    analysis = stored.analysis
+    if analysis and analysis.revision in (p.canary, p.aborted):
+        return analysis.wire()
     return None
 
 
@@ -167,18 +168,20 @@ async def report(ctx: Context, md: dict[str, Any], observed: Observed) -> None:
     await ctx.kube.patch_status(API_VERSION, "ModelDeployment", meta["namespace"],
                                 meta["name"], status)
     md["status"] = {k: v for k, v in {**previous, **status}.items() if v is not None}
-    old_reason = _true_reason(previous, "Degraded")
-    new_reason = _true_reason(status, "Degraded")
+    before, after = ModelDeploymentStatus.read(previous), ModelDeploymentStatus.read(md["status"])
+    old_reason, new_reason = _true_reason(before, "Degraded"), _true_reason(after, "Degraded")
+    ready = after.condition("Ready")
+    ready_message = (ready.message if ready else None) or ""
     if new_reason and new_reason != old_reason and new_reason not in _ROLLOUT_EVENTS:
-        degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
-        await ctx.event(md, new_reason, degraded["message"], warning=True)
+        degraded = after.condition("Degraded")
+        await ctx.event(md, new_reason, (degraded.message if degraded else None) or "",
+                        warning=True)
     elif old_reason and not new_reason:
-        await ctx.event(md, "Recovered", "the problem is gone: " + status["conditions"][0][
-            "message"])
-    if status["phase"] == "Ready" and previous.get("phase") != "Ready":
-        await ctx.event(md, "Ready", status["conditions"][0]["message"])
-    if status.get("fallbackActive") != previous.get("fallbackActive"):
-        if status.get("fallbackActive"):
+        await ctx.event(md, "Recovered", "the problem is gone: " + ready_message)
+    if after.phase == "Ready" and before.phase != "Ready":
+        await ctx.event(md, "Ready", ready_message)
+    if after.fallback_active != before.fallback_active:
+        if after.fallback_active:
             await ctx.event(md, "FallbackActive", "no primary pod is ready: the fallback "
                             "version takes the traffic", warning=True)
         else:
@@ -186,8 +189,6 @@ async def report(ctx: Context, md: dict[str, Any], observed: Observed) -> None:
                             "is back on the primary")
 
 
-def _true_reason(status: dict[str, Any], type_: str) -> str | None:
-    for condition in status.get("conditions") or ():
-        if condition.get("type") == type_ and condition.get("status") == "True":
-            return condition.get("reason")
-    return None
+def _true_reason(status: ModelDeploymentStatus, type_: str) -> str | None:
+    condition = status.condition(type_)
+    return condition.reason if condition and condition.status == "True" else None

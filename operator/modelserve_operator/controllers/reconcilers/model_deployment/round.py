@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from modelserve_operator.api import ModelDeploymentSpec, ModelVersionSpec
+from modelserve_operator.api import ModelDeploymentSpec, ModelDeploymentStatus, ModelVersionSpec
 from modelserve_operator.controllers.cluster.context import Context
 from modelserve_operator.controllers.decisions.plan import Plan
 from modelserve_operator.controllers.reconcilers.model_deployment.observe import Observation
@@ -21,6 +21,7 @@ class Round:
     md: dict[str, Any]
     meta: Meta
     spec: ModelDeploymentSpec
+    stored: ModelDeploymentStatus  # the status as stored when the round began
     seen: Observation
     now: float
     target_version: str

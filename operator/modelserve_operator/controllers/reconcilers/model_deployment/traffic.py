@@ -23,7 +23,7 @@ async def route(r: Round) -> None:
     await asyncio.gather(*(_ensure(r, obj)
                            for obj in provider.render(r.meta, r.spec, split, r.ctx.settings)
                            if obj["kind"] not in r.ctx.unserved_kinds))
-    previous = r.md.get("status", {}).get("trafficProvider")
+    previous = r.stored.traffic_provider
     name = service_name(r.meta.name)
     for kind in stale_kinds(previous, provider.name):
         await r.ctx.delete(API_VERSIONS[kind], kind, r.meta.namespace, name)
