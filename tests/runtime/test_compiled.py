@@ -278,3 +278,39 @@ def test_compiled_engine_builds_caches_and_reloads_on_a_gpu(tmp_path: Path) -> N
         out = b.infer({"input": [x]}, 5)["output0"]
         err = np.linalg.norm(out - eager) / np.linalg.norm(eager)
         assert err < 2e-2, err
+
+
+def test_a_cold_build_reports_building_engine_to_the_pods_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wiring Model.load installs (model.report_engine_progress): what the operator
+    reads from the pod during a cold build names the engine build and its seconds."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from modelserve_runtime import progress
+    from modelserve_runtime.backends.torch import TorchBackend
+    from modelserve_runtime.metrics import Metrics
+    from modelserve_runtime.model import Model
+
+    seen: list[tuple[str, str | None]] = []
+    real_report = progress.report
+
+    def record(phase, done=None, total=None, *, unit="bytes", **kw):
+        seen.append((phase, unit if done is not None else None))
+        real_report(phase, done, total, unit=unit, **kw)
+
+    monkeypatch.setattr(progress, "report", record)
+    model_file = tmp_path / "conv.pt2"
+    _conv_program(torch, model_file)
+    settings = Settings(
+        model_name="conv", model_path=str(model_file), model_format="torchscript",
+        backend="torch", precision="fp16", max_batch_size=16,
+        inputs=json.dumps([{"name": "input", "datatype": "FP16", "shape": [-1, 3, 32, 32]}]),
+        engine_cache_dir=str(tmp_path / "engines"), torch_compile="auto",
+    )
+    Model(settings, TorchBackend(settings), Metrics()).load()
+    phases = [phase for phase, _ in seen]
+    assert ("building engine", "s") in seen, seen
+    assert phases[0] == "loading the model" and phases[-1] == "loaded", phases
+    assert progress.current()["phase"] == "loaded"
