@@ -113,7 +113,7 @@ def test_no_credentials_points_at_secret_ref_and_service_account(store, model, t
 
 
 def test_large_model_streams_in_bounded_memory(store, tmp_path):
-    size = 192 << 20
+    size = 384 << 20
     blob = tmp_path / "big.onnx"
     digest = hashlib.sha256()
     with blob.open("wb") as f:
@@ -139,8 +139,10 @@ def test_large_model_streams_in_bounded_memory(store, tmp_path):
     assert done.returncode == 0, done.stderr
     assert dest.stat().st_size == size
     rss_mib = int(done.stdout.split("maxrss_kib")[1]) / 1024
-    # The interpreter and boto3 take ~60-90 MiB; the model must not be held in memory.
-    assert rss_mib < 160, f"peak RSS {rss_mib:.0f} MiB for a {size >> 20} MiB model"
+    # The interpreter and botocore take ~60-90 MiB and the peak was 118-126 MiB on a quiet
+    # machine for 192 and 384 MiB models alike, 177 MiB once on a loaded one; whatever
+    # the load, a model held in memory would show as more than half of it.
+    assert rss_mib < size / 2 / 2**20, f"peak RSS {rss_mib:.0f} MiB for a {size >> 20} MiB model"
 
 
 def test_two_pods_on_one_node_download_once(store, model, tmp_path):
