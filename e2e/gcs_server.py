@@ -11,14 +11,11 @@ The client is pointed at it through STORAGE_EMULATOR_HOST, which the library rea
 
 from __future__ import annotations
 
-import os
 import pathlib
 import shutil
-import subprocess
-import time
 import urllib.request
 
-from e2e.object_store import free_port, tools_bin
+from e2e.host_process import Process, binary, free_port
 
 
 class FakeGcs:
@@ -30,7 +27,7 @@ class FakeGcs:
         self.bind = bind
         self.advertise = advertise
         self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process: Process | None = None
 
     @property
     def endpoint(self) -> str:
@@ -44,32 +41,20 @@ class FakeGcs:
         return f"gs://{bucket}/{name}"
 
     def start(self, timeout: float = 60) -> FakeGcs:
-        binary = tools_bin() / "fake-gcs-server"
-        if not binary.exists():
-            raise RuntimeError(f"{binary} is missing: run hack/install-tools")
-        log = (self.workdir / "fake-gcs.log").open("wb")
-        self.proc = subprocess.Popen(
-            [str(binary), "-scheme", "http", "-host", self.bind, "-port", str(self.port),
-             "-public-host", f"{self.advertise}:{self.port}", "-backend", "memory",
-             "-data", str(self.data)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"fake-gcs-server exited {self.proc.returncode}")
-            try:
-                with urllib.request.urlopen(f"{self.endpoint}/storage/v1/b", timeout=2):
-                    return self
-            except OSError as e:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"fake-gcs-server not ready in {timeout} s: {e}") from e
-                time.sleep(0.2)
+        server = binary("fake-gcs-server")
+        self.process = Process(
+            "fake-gcs", [str(server), "-scheme", "http", "-host", self.bind, "-port",
+                         str(self.port), "-public-host", f"{self.advertise}:{self.port}",
+                         "-backend", "memory", "-data", str(self.data)],
+            self.workdir)
+
+        def answers() -> None:
+            with urllib.request.urlopen(f"{self.endpoint}/storage/v1/b", timeout=2):
+                pass
+
+        self.process.wait_ready(answers, timeout)
+        return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait()
+        if self.process:
+            self.process.stop()

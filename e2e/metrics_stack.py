@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from e2e.host_process import Process, free_port
 from e2e.kube import Kubectl, eventually
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -40,12 +41,6 @@ API_VERSIONS = ("v1beta1", "v1beta2")
 # dcgm-exporter's label pairs for the GPU's pod (see render/autoscaling.py).
 VARIANTS = {"pod": ("namespace", "pod"), "pod_name": ("pod_namespace", "pod_name"),
             "exported": ("exported_namespace", "exported_pod")}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def exposition_server(port: int, exposition: Callable[[], str]) -> ThreadingHTTPServer:
@@ -152,31 +147,6 @@ class GpuExporter:
                 text = ",".join(f'{k}="{v}"' for k, v in labels.items())
                 lines.append(f"DCGM_FI_DEV_GPU_UTIL{{{text}}} {each:g}")
         return "\n".join(lines) + "\n"
-
-
-class Process:
-    """A host process of the stack with its log in the session's temp directory."""
-
-    def __init__(self, name: str, args: list[str], log_dir: pathlib.Path):
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self.proc = subprocess.Popen(args, stdout=self.log_path.open("wb"),
-                                     stderr=subprocess.STDOUT)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.alive():
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def log_tail(self, chars: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:]
 
 
 class MetricsStack:

@@ -9,11 +9,9 @@ rights gets the store's own 403, not a simulated one.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import socket
-import subprocess
-import time
+
+from e2e.host_process import Process, binary, free_port
 
 BUCKET = "models"
 # name: (access key, secret key, SeaweedFS actions)
@@ -25,19 +23,6 @@ IDENTITIES = {
 }
 
 
-def tools_bin() -> pathlib.Path:
-    root = pathlib.Path(__file__).resolve().parent.parent
-    out = subprocess.run([str(root / "hack" / "install-tools"), "--bin-dir"], check=True,
-                         capture_output=True, text=True).stdout.strip()
-    return pathlib.Path(out)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
 class SeaweedS3:
     """`weed mini` on free ports; `endpoint` is the S3 gateway's URL."""
 
@@ -47,20 +32,14 @@ class SeaweedS3:
         self.bind = bind
         self.advertise = advertise  # the address clients (and pods) use
         self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process: Process | None = None
 
     @property
     def endpoint(self) -> str:
         return f"http://{self.advertise}:{self.port}"
 
-    @property
-    def log_path(self) -> pathlib.Path:
-        return self.workdir / "weed.log"
-
     def start(self, timeout: float = 90) -> SeaweedS3:
-        weed = tools_bin() / "weed"
-        if not weed.exists():
-            raise RuntimeError(f"{weed} is missing: run hack/install-tools (it builds SeaweedFS)")
+        weed = binary("weed", "hack/install-tools (it builds SeaweedFS)")
         data = self.workdir / "data"
         data.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "s3.json"
@@ -76,23 +55,17 @@ class SeaweedS3:
                 f"-ip.bind={self.bind}", f"-s3.port={self.port}", f"-s3.config={config}",
                 "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",
                 *(f"-{flag}={port}" for flag, port in ports.items())]
-        self.proc = subprocess.Popen(args, stdout=self.log_path.open("wb"),
-                                     stderr=subprocess.STDOUT, cwd=self.workdir,
-                                     start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"weed exited {self.proc.returncode}: {self.logs()[-3000:]}")
+        self.process = Process("weed", args, self.workdir, cwd=self.workdir)
+
+        def bucket() -> None:
             try:
                 self.client().create_bucket(Bucket=BUCKET)
-                return self
             except Exception as e:  # the gateway answers before the filer is ready
-                if "BucketAlreadyOwnedByYou" in str(e) or "BucketAlreadyExists" in str(e):
-                    return self
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"SeaweedFS S3 not ready in {timeout} s ({e}): "
-                                       f"{self.logs()[-3000:]}") from e
-                time.sleep(0.5)
+                if "BucketAlreadyOwnedByYou" not in str(e) and "BucketAlreadyExists" not in str(e):
+                    raise
+
+        self.process.wait_ready(bucket, timeout, interval=0.5)
+        return self
 
     def client(self, identity: str = "admin"):
         import boto3
@@ -127,13 +100,8 @@ class SeaweedS3:
         return path
 
     def logs(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return self.process.log_tail(100_000) if self.process else ""
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait()
+        if self.process:
+            self.process.stop()

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import os
 import pathlib
-import subprocess
-import time
 import urllib.request
 
-from e2e.object_store import free_port, tools_bin
+from e2e.host_process import Process, binary, free_port
 
 
 class DistributionRegistry:
@@ -24,21 +22,15 @@ class DistributionRegistry:
         self.bind = bind
         self.advertise = advertise  # the address pods and clients use
         self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process: Process | None = None
 
     @property
     def address(self) -> str:
         return f"{self.advertise}:{self.port}"
 
-    @property
-    def log_path(self) -> pathlib.Path:
-        return self.workdir / "registry.log"
-
     def start(self, timeout: float = 60) -> DistributionRegistry:
-        binary = tools_bin() / "registry"
-        if not binary.exists():
-            raise RuntimeError(f"{binary} is missing: run hack/install-tools (it builds the "
-                               f"distribution registry)")
+        registry = binary("registry", "hack/install-tools (it builds the distribution "
+                          "registry)")
         config = self.workdir / "config.yml"
         config.write_text(
             "version: 0.1\n"
@@ -47,21 +39,15 @@ class DistributionRegistry:
             "delete: {enabled: true}}\n"
             f"http: {{addr: '{self.bind}:{self.port}', debug: {{addr: ''}}}}\n")
         env = {**os.environ, "OTEL_TRACES_EXPORTER": "none"}
-        self.proc = subprocess.Popen([str(binary), "serve", str(config)], env=env,
-                                     stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"registry exited {self.proc.returncode}: {self.logs()}")
-            try:
-                with urllib.request.urlopen(f"http://{self.address}/v2/", timeout=2):
-                    return self
-            except OSError as e:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"registry not ready in {timeout} s ({e}): "
-                                       f"{self.logs()}") from e
-                time.sleep(0.2)
+        self.process = Process("registry", [str(registry), "serve", str(config)],
+                               self.workdir, env=env)
+
+        def answers() -> None:
+            with urllib.request.urlopen(f"http://{self.address}/v2/", timeout=2):
+                pass
+
+        self.process.wait_ready(answers, timeout)
+        return self
 
     def push(self, repository: str, path: pathlib.Path) -> str:
         """Push one file the ORAS way; returns the oci:// URI of repository:tag."""
@@ -78,14 +64,8 @@ class DistributionRegistry:
         return f"oci://{self.address}/{repository}"
 
     def logs(self) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return text[-3000:]
+        return self.process.log_tail() if self.process else ""
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait()
+        if self.process:
+            self.process.stop()
