@@ -10,12 +10,12 @@ printed as stored (no clock).
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 
 import pytest
 
 from modelserve_operator import commands
+from tests.golden import assert_golden
 
 TESTS = pathlib.Path(__file__).resolve().parent.parent
 FIXTURES = sorted({p.name: p for d in ("kstatus", "argocd")
@@ -67,11 +67,7 @@ def _without_writes(action, name: str) -> str:
 @pytest.mark.parametrize("captured", FIXTURES, ids=[f.stem for f in FIXTURES], indirect=True)
 def test_screens_read_as_before(captured: tuple[str, dict]) -> None:
     stem, md = captured
-    golden = GOLDEN / f"{stem}.txt"
-    got = screens(md)
-    if os.environ.get("UPDATE_GOLDEN"):
-        golden.write_text(got)
-    assert got == golden.read_text()
+    assert_golden(GOLDEN / f"{stem}.txt", screens(md))
 
 
 def test_a_status_field_this_version_does_not_know_is_left_out() -> None:

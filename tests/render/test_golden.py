@@ -5,7 +5,6 @@ Run with UPDATE_GOLDEN=1 to rewrite them, then read the diff before committing i
 
 from __future__ import annotations
 
-import os
 import pathlib
 
 import pytest
@@ -19,6 +18,7 @@ from modelserve_operator.render import (
     render_revision_service,
     render_service,
 )
+from tests.golden import assert_golden
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
 MD = Meta(name="resnet50", namespace="ml", uid="6f1c3a52-1d1e-4a43-9b0e-3d1f0a9e2c11")
@@ -39,12 +39,7 @@ def render_all(case: Case) -> str:
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_golden(name: str) -> None:
-    path = GOLDEN / f"{name}.yaml"
-    got = render_all(CASES[name])
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.write_text(got)
-    assert path.exists(), f"no golden file {path.name}: run with UPDATE_GOLDEN=1"
-    assert got == path.read_text(), f"{path.name} differs: inspect, then UPDATE_GOLDEN=1"
+    assert_golden(GOLDEN / f"{name}.yaml", render_all(CASES[name]))
 
 
 def test_render_is_deterministic() -> None:

@@ -5,7 +5,6 @@ Run with UPDATE_GOLDEN=1 to rewrite golden/autoscaling/*.yaml, then read the dif
 
 from __future__ import annotations
 
-import os
 import pathlib
 
 import pytest
@@ -14,6 +13,7 @@ import yaml
 from modelserve_operator.api import ModelDeploymentSpec
 from modelserve_operator.render import Meta, render_hpa, render_scaled_object
 from modelserve_operator.render.autoscaling import dcgm_query, pod_name_regex
+from tests.golden import assert_golden
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "autoscaling"
 MD = Meta(name="resnet50", namespace="ml", uid="6f1c3a52-1d1e-4a43-9b0e-3d1f0a9e2c11")
@@ -50,13 +50,7 @@ def render(case: str) -> str:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_golden(case: str) -> None:
-    path = GOLDEN / f"{case}.yaml"
-    got = render(case)
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(got)
-    assert path.exists(), f"no golden file {path.name}: run with UPDATE_GOLDEN=1"
-    assert got == path.read_text(), f"{path.name} differs: inspect, then UPDATE_GOLDEN=1"
+    assert_golden(GOLDEN / f"{case}.yaml", render(case))
 
 
 def test_no_stale_goldens() -> None:

@@ -6,7 +6,6 @@ Run with UPDATE_GOLDEN=1 to rewrite them, then read the diff before committing i
 
 from __future__ import annotations
 
-import os
 import pathlib
 
 import pytest
@@ -15,6 +14,7 @@ import yaml
 from modelserve_operator.api import ModelDeploymentSpec
 from modelserve_operator.render import Meta, RenderSettings
 from modelserve_operator.render.traffic import PROVIDERS, Split
+from tests.golden import assert_golden
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "traffic"
 MD = Meta(name="resnet50", namespace="ml", uid="6f1c3a52-1d1e-4a43-9b0e-3d1f0a9e2c11")
@@ -36,10 +36,4 @@ def render(provider: str) -> str:
 
 @pytest.mark.parametrize("provider", sorted(TRAFFIC))
 def test_traffic_golden(provider: str) -> None:
-    path = GOLDEN / f"{provider}.yaml"
-    got = render(provider)
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(got)
-    assert path.exists(), f"no golden file {path.name}: run with UPDATE_GOLDEN=1"
-    assert got == path.read_text(), f"{path.name} differs: inspect, then UPDATE_GOLDEN=1"
+    assert_golden(GOLDEN / f"{provider}.yaml", render(provider))
