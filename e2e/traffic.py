@@ -64,8 +64,10 @@ class Traffic:
     """Background load: `rate` requests/s plus `burst` concurrent ones every `burst_every` s."""
 
     def __init__(self, url: str, model: str, rate: float = 25, burst: int = 20,
-                 burst_every: float = 5.0, timeout: float = 10.0):
+                 burst_every: float = 5.0, timeout: float = 10.0, host: str | None = None):
         self.url = f"{url}/v2/models/{model}/infer"
+        # A Host header for a route that matches on hostname (a gateway listener).
+        self.headers = {"Host": host} if host else {}
         self.rate, self.burst, self.burst_every, self.timeout = rate, burst, burst_every, timeout
         self.phases: list[PhaseStats] = []
         self._current = PhaseStats("warm-up")
@@ -150,7 +152,7 @@ class Traffic:
         started = time.monotonic()
         outcome, version = "ok", None
         try:
-            async with session.post(self.url, json=self.body) as response:
+            async with session.post(self.url, json=self.body, headers=self.headers) as response:
                 body = await response.json(content_type=None)
                 if response.status // 100 == 2:
                     version = body.get("model_version")

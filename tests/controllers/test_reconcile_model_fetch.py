@@ -154,3 +154,20 @@ def test_progress_is_read_again_while_pods_wait_and_gone_once_they_are_ready():
     asked, writes = len(progress.asked), len(h.api.actions)
     asyncio.run(h.settle("m"))
     assert (len(progress.asked), len(h.api.actions)) == (asked, writes)
+
+
+def test_a_pod_that_does_not_answer_yet_is_asked_again():
+    """The fetch may not serve its progress yet at the first ask (its init container just
+    started): the reconcile still comes back, and the next answer reaches status."""
+    h = Harness(never_ready={"m-r1"})
+    progress = h.ctx.read_progress = CannedProgress()
+    h.api.put(version("v1"))
+    h.api.put(model_deployment("m", "v1", replicas=1))
+    h.api.put(downloading_pod(1))
+    progress.answers = {}
+    assert asyncio.run(h.reconcile("m")) <= 5.0
+    assert "modelProgress" not in h.status("m")
+    progress.answers = {"m-r1-1": download(100)}
+    h.clock.now += 5
+    asyncio.run(h.reconcile("m"))
+    assert h.status("m")["modelProgress"]["done"] == 100 << 20

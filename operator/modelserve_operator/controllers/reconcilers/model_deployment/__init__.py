@@ -111,13 +111,16 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     for reason, message, warning in decided.events:
         await r.event(reason, message, warning)
     done = report.progress(r)
-    model_progress = await report.model_progress(r, done)
+    asking = report.progress_targets(r, done)
+    model_progress = await report.model_progress(r, asking)
     await report.report(ctx, md, report.observed_after(r, done, analysis_status, scaling,
                                                        model_progress))
     due = _requeue(r, done)
-    if model_progress is not None:
-        # Bytes moving make no watch event: come back to read them while a pod reports.
-        # A pod that stops reporting (Ready, crashed, gone) changes its status: an event.
+    if asking:
+        # Bytes moving make no watch event: come back to read them while a pod is on its
+        # way, answering or not yet (a fetch that has not opened its progress port at the
+        # first ask would otherwise never be asked again: seen in CI under load). A pod
+        # that goes Ready, crashes or goes away changes its status: an event.
         due = min(due or POLL_SECONDS, POLL_SECONDS)
     return due
 

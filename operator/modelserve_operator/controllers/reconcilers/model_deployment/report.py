@@ -55,16 +55,21 @@ def progress(r: Round) -> Progress:
     return Progress(done, exceeded, started)
 
 
-async def model_progress(r: Round, done: Progress) -> dict[str, Any] | None:
-    """status.modelProgress: read from the not-Ready pods of the revision being rolled
-    out, only while it is not done; nothing is read in steady state."""
+def progress_targets(r: Round, done: Progress) -> list[pod_progress.Target]:
+    """The not-Ready pods of the revision being rolled out that have a container running
+    to ask for progress; none once the rollout is done (nothing is read in steady state)."""
     if done.done:
-        return None
-    pods = r.seen.pods.get(r.plan.canary or r.plan.stable, [])
-    waiting = pod_progress.waiting(pods)
-    targets = pod_progress.targets(pods, r.ctx.settings.port)
+        return []
+    return pod_progress.targets(r.seen.pods.get(r.plan.canary or r.plan.stable, []),
+                                r.ctx.settings.port)
+
+
+async def model_progress(r: Round, targets: list[pod_progress.Target]
+                         ) -> dict[str, Any] | None:
+    """status.modelProgress: what `targets` (progress_targets) report, if any answers."""
     if not targets:
         return None
+    waiting = pod_progress.waiting(r.seen.pods.get(r.plan.canary or r.plan.stable, []))
     reports = await r.ctx.read_progress(targets)
     previous = r.md.get("status", {}).get("modelProgress")
     return pod_progress.summarise(reports, len(waiting), previous, r.now, r.ctx.utcnow())
