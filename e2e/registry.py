@@ -1,15 +1,17 @@
 """A real OCI registry for tests: the CNCF distribution registry (`registry serve`).
 
 Built by hack/install-tools from its Go module; storage on the local filesystem in a
-temporary directory, plain HTTP, no authentication (distribution's htpasswd needs bcrypt
-hashes, and no bcrypt library is installed here). Models are pushed with oras-py, the
-same library the fetch pulls with, as `oras push` would.
+temporary directory, plain HTTP. With `users`, it asks for HTTP Basic auth from an
+htpasswd file (distribution's own htpasswd backend; bcrypt hashes from the `bcrypt`
+package, as `htpasswd -B` writes them). Models are pushed with oras-py, the same library
+the fetch pulls with, as `oras push` would.
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
+import urllib.error
 import urllib.request
 
 from e2e.host_process import Process, binary, free_port
@@ -17,8 +19,9 @@ from e2e.host_process import Process, binary, free_port
 
 class DistributionRegistry:
     def __init__(self, workdir: pathlib.Path, bind: str = "127.0.0.1",
-                 advertise: str = "127.0.0.1") -> None:
+                 advertise: str = "127.0.0.1", users: dict[str, str] | None = None) -> None:
         self.workdir = workdir
+        self.users = users or {}
         self.bind = bind
         self.advertise = advertise  # the address pods and clients use
         self.port = free_port()
@@ -37,14 +40,19 @@ class DistributionRegistry:
             "log: {level: info}\n"
             f"storage: {{filesystem: {{rootdirectory: {self.workdir / 'data'}}}, "
             "delete: {enabled: true}}\n"
-            f"http: {{addr: '{self.bind}:{self.port}', debug: {{addr: ''}}}}\n")
+            f"http: {{addr: '{self.bind}:{self.port}', debug: {{addr: ''}}}}\n"
+            + self._auth_config())
         env = {**os.environ, "OTEL_TRACES_EXPORTER": "none"}
         self.process = Process("registry", [str(registry), "serve", str(config)],
                                self.workdir, env=env)
 
         def answers() -> None:
-            with urllib.request.urlopen(f"http://{self.address}/v2/", timeout=2):
-                pass
+            try:
+                with urllib.request.urlopen(f"http://{self.address}/v2/", timeout=2):
+                    pass
+            except urllib.error.HTTPError as error:  # 401: up, and asking for auth
+                if error.code != 401 or not self.users:
+                    raise
 
         self.process.wait_ready(answers, timeout)
         return self
@@ -53,7 +61,10 @@ class DistributionRegistry:
         """Push one file the ORAS way; returns the oci:// URI of repository:tag."""
         import oras.client
 
-        client = oras.client.OrasClient(hostname=self.address, insecure=True)
+        client = oras.client.OrasClient(hostname=self.address, insecure=True,
+                                        auth_backend="basic" if self.users else "token")
+        if self.users:  # the first user pushes
+            client.auth.set_basic_auth(*next(iter(self.users.items())))
         cwd = os.getcwd()
         os.chdir(path.parent)  # oras titles the layer with the path as given
         try:
@@ -62,6 +73,17 @@ class DistributionRegistry:
         finally:
             os.chdir(cwd)
         return f"oci://{self.address}/{repository}"
+
+    def _auth_config(self) -> str:
+        if not self.users:
+            return ""
+        import bcrypt
+
+        htpasswd = self.workdir / "htpasswd"
+        htpasswd.write_text("".join(
+            f"{user}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()}\n"
+            for user, password in self.users.items()))
+        return f"auth: {{htpasswd: {{realm: modelserve-e2e, path: {htpasswd}}}}}\n"
 
     def logs(self) -> str:
         return self.process.log_tail() if self.process else ""

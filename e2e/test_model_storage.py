@@ -7,6 +7,8 @@ ModelVersion names: the operator renders the mount and never reads it.
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 
 import pytest
@@ -155,21 +157,35 @@ def test_second_replica_starts_without_a_download(kubectl, namespace, operator, 
     assert "node cache hit: no download" in log, log
 
 
+REGISTRY_USER = ("puller", "e2e-registry-pass")
+
+
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
     from e2e.registry import DistributionRegistry
 
     server = DistributionRegistry(tmp_path_factory.mktemp("registry"), bind="0.0.0.0",
-                                  advertise=host_address()).start()
+                                  advertise=host_address(),
+                                  users=dict([REGISTRY_USER])).start()
     yield server
     server.stop()
 
 
-def test_model_in_an_oci_registry_serves(kubectl, namespace, operator, models, registry):
+def test_model_in_a_private_oci_registry_serves(kubectl, namespace, operator, models,
+                                                registry):
+    """The registry asks for a password; the pull secret is the one `kubectl create secret
+    docker-registry` makes, named by spec.model.secretRef."""
     uri = registry.push("models/good:v1", models.dir / "good-v1.onnx")
+    user, password = REGISTRY_USER
+    docker_config = {"auths": {registry.address: {
+        "auth": base64.b64encode(f"{user}:{password}".encode()).decode()}}}
     kubectl.apply([
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "registry-pull"},
+         "type": "kubernetes.io/dockerconfigjson",
+         "stringData": {".dockerconfigjson": json.dumps(docker_config)}},
         {"apiVersion": API, "kind": "ModelVersion", "metadata": {"name": "v1"},
          "spec": {"model": {"uri": uri, "format": "onnx", "sha256": models.sha256("good-v1"),
+                            "secretRef": {"name": "registry-pull"},
                             "oci": {"plainHttp": True}},
                   "runtime": {"backend": "onnxruntime", "maxBatchSize": 8},
                   "resources": {"gpu": {"count": 0}, "cpu": "50m", "memory": "400Mi"}}},
