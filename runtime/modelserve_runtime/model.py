@@ -26,12 +26,13 @@ ENGINE_PHASES = ("building engine", "loading engine", "warming up")
 def report_engine_progress(phase: str, elapsed_s: float) -> None:
     """The torch backend's progress hook (compiled.set_progress_hook) into the pod's
     progress report, so status reads "building engine, 40 s" during a cold build. Its
-    shorter steps ("import torch", "read model", ...) count as loading the model; the
-    seconds run from the start of the load."""
+    shorter steps ("import torch", "read model", ...) count as loading the model. The
+    phase has no count: the progress endpoint tells its seconds from the phase's start
+    (progress.estimate), so `elapsed_s` is not needed here."""
+    del elapsed_s
     if phase == "ready":  # Model.warm_up reports "loaded" itself
         return
-    shown = phase if phase in ENGINE_PHASES else "loading the model"
-    progress.report(shown, done=int(elapsed_s), unit="s")
+    progress.report(phase if phase in ENGINE_PHASES else "loading the model", unit=None)
 
 
 class Model:

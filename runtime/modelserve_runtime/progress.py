@@ -45,17 +45,20 @@ _lock = threading.Lock()  # report() reads, then replaces, the file
 
 
 def estimate(record: dict[str, Any], now: float) -> dict[str, Any]:
-    """The endpoint's answer: the record plus rate and time left, computed when asked.
+    """The endpoint's answer: the record plus the seconds spent in its phase, and rate and
+    time left when it counts units, all computed when asked.
 
     Computed at read time, not at report time, so a download that stalls shows its rate
-    falling and its time left growing instead of the last good numbers.
+    falling and its time left growing instead of the last good numbers, and a step that
+    reports no count ("building engine") still shows its seconds growing.
     """
     out = {k: record.get(k) for k in ("phase", "unit", "done", "total")}
     done, started = record.get("done"), record.get("startedAt")
+    if isinstance(started, int | float):
+        out["elapsedSeconds"] = int(max(0.0, now - started))
     at_start = record.get("doneAtStart") or 0
-    # A count of seconds (unit "s": "building engine, 40 s") has no rate to speak of.
     if isinstance(done, int) and isinstance(started, int | float) and done > at_start \
-            and now > started and record.get("unit") != "s":
+            and now > started:
         rate = (done - at_start) / (now - started)
         out["ratePerSecond"] = round(rate, 1)
         total = record.get("total")
@@ -65,11 +68,12 @@ def estimate(record: dict[str, Any], now: float) -> dict[str, Any]:
 
 
 def report(phase: str, done: int | None = None, total: int | None = None, *,
-           unit: str = "bytes", clock: Callable[[], float] = time.time) -> None:
+           unit: str | None = "bytes", clock: Callable[[], float] = time.time) -> None:
     """Record what this pod is doing now; cheap enough to call a few times a second.
 
     `phase` is a few words a person reads ("downloading", "loading the model", "building
-    engine"); `done`/`total` count `unit`s of it when known. Never raises: progress is a
+    engine"); `done`/`total` count `unit`s of it when known (a phase without a count
+    still shows its seconds: `estimate`). Never raises: progress is a
     courtesy, a full /tmp must not fail a model load.
     """
     path = _path()

@@ -44,8 +44,9 @@ def test_only_pods_on_their_way_with_a_running_container_and_an_ip_are_asked():
       "secondsLeft": 90}, 2, "building engine 3 layers of 12 layers (25%), about 90 s "
      "left (slowest of 2 pods)"),
     ({"phase": "loading the model"}, 1, "loading the model"),
-    ({"phase": "building engine", "unit": "s", "done": 40}, 2,
+    ({"phase": "building engine", "elapsedSeconds": 40}, 2,
      "building engine, 40 s (slowest of 2 pods)"),
+    ({"phase": "downloading", "done": 3 * MIB, "elapsedSeconds": 3}, 1, "downloading 3.0 MiB"),
 ])
 def test_describe(report, pods, text):
     assert describe(report, pods) == text

@@ -26,24 +26,34 @@ def test_rate_and_time_left_count_from_the_start_of_the_phase_until_asked():
     progress.report("downloading", 40 * MIB, 100 * MIB, clock=clock)
     assert progress.current(clock) == {"phase": "downloading", "unit": "bytes",
                                        "done": 40 * MIB, "total": 100 * MIB,
+                                       "elapsedSeconds": 4,
                                        "ratePerSecond": 10 * MIB, "secondsLeft": 6.0}
     now[0] += 4  # stalled: no report for 4 s, the rate halves, the time left doubles
     assert progress.current(clock)["secondsLeft"] == 12.0
     progress.report("building engine", 1, 12, unit="layers", clock=clock)
     assert progress.current(clock) == {"phase": "building engine", "unit": "layers",
-                                       "done": 1, "total": 12}
+                                       "done": 1, "total": 12, "elapsedSeconds": 0}
 
 
-def test_the_engine_builds_seconds_reach_the_report_without_a_rate():
-    from modelserve_runtime.model import report_engine_progress
+def test_the_engine_builds_seconds_are_counted_from_the_start_of_its_phase(monkeypatch):
+    from modelserve_runtime import model
 
-    report_engine_progress("import torch", 2.4)
-    assert progress.current() == {"phase": "loading the model", "unit": "s", "done": 2,
-                                  "total": None}
-    report_engine_progress("building engine", 40.7)
-    assert progress.current() == {"phase": "building engine", "unit": "s", "done": 40,
-                                  "total": None}
-    report_engine_progress("ready", 55.0)  # the model says "loaded" itself
+    now = [100.0]
+    real_report = progress.report
+    monkeypatch.setattr(progress, "report",
+                        lambda *a, **kw: real_report(*a, clock=lambda: now[0], **kw))
+    model.report_engine_progress("import torch", 2.4)
+    now[0] += 3
+    model.report_engine_progress("read model", 5.4)  # still loading the model
+    assert progress.current(lambda: now[0]) == {
+        "phase": "loading the model", "unit": None, "done": None, "total": None,
+        "elapsedSeconds": 3}
+    model.report_engine_progress("building engine", 6.0)
+    now[0] += 40.7  # no report for 40 s: the seconds still grow when asked
+    assert progress.current(lambda: now[0]) == {
+        "phase": "building engine", "unit": None, "done": None, "total": None,
+        "elapsedSeconds": 40}
+    model.report_engine_progress("ready", 55.0)  # the model says "loaded" itself
     assert progress.current()["phase"] == "building engine"
 
 

@@ -365,6 +365,8 @@ class ModelProgress(ApiModel):
     done: int | None = Field(None, description="Units done by the slowest pod.")
     total: int | None = Field(None, description="Units in all, when known.")
     seconds_left: int | None = Field(None, description="Estimate for the slowest pod.")
+    elapsed_seconds: int | None = Field(None, description="Seconds the slowest pod has "
+                                        "spent in this phase.")
     updated_at: str = Field(description="When this was written (it is refreshed at most "
                             "every 10 s, or when it moved by 5%).")
 

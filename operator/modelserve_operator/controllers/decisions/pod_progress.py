@@ -84,12 +84,14 @@ def _slowness(report: dict[str, Any]) -> tuple[int, float]:
 
 def describe(report: dict[str, Any], pods: int) -> str:
     """`downloading 512.0 MiB of 1.0 GiB (50%), 85.3 MiB/s, about 6 s left (slowest of 2
-    pods)`; the parts a report lacks are left out."""
+    pods)`, or `building engine, 40 s` for a phase without a count; the parts a report
+    lacks are left out."""
     unit = report.get("unit") or "bytes"
     text = str(report.get("phase"))
     done, total = report.get("done"), report.get("total")
-    if unit == "s" and isinstance(done, int):  # a long step's seconds so far
-        return text + f", {done} s" + (f" (slowest of {pods} pods)" if pods > 1 else "")
+    elapsed = report.get("elapsedSeconds")
+    if done is None and isinstance(elapsed, int | float):  # seconds in the phase so far
+        text += f", {elapsed:.0f} s"
     if isinstance(done, int):
         text += f" {human(done, unit)}"
         if isinstance(total, int) and total > 0:
@@ -129,10 +131,12 @@ def summarise(reports: dict[str, dict[str, Any]], not_ready: int,
         "phase": str(slowest["phase"]),
         "message": describe(slowest, not_ready),
         "pods": not_ready,
-        "unit": slowest.get("unit") or "bytes",
+        "unit": (slowest.get("unit") or "bytes") if isinstance(done, int) else None,
         "done": done if isinstance(done, int) else None,
         "total": total if isinstance(total, int) else None,
         "secondsLeft": round(left) if isinstance(left, int | float) else None,
+        "elapsedSeconds": (round(elapsed) if isinstance(elapsed := slowest.get(
+            "elapsedSeconds"), int | float) else None),
         "updatedAt": now_text,
     }
     fresh = {k: v for k, v in fresh.items() if v is not None}
