@@ -6,19 +6,13 @@ import os
 import pathlib
 import re
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
 
+from e2e.host_process import free_port
 from e2e.kube import eventually
 from e2e.prometheus_text import scrape
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class OperatorReadings:

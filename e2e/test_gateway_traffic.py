@@ -21,7 +21,6 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -31,6 +30,7 @@ import uuid
 import numpy as np
 import pytest
 
+from e2e.host_process import free_port
 from e2e.kube import Kubectl, eventually
 from e2e.objects import modelserve, route_weights, wait_status
 from e2e.test_real_traffic import (
@@ -50,6 +50,10 @@ CONTROLLER = "traefik.io/gateway-controller"
 # Label on our GatewayClass: this Traefik only takes classes carrying its own value, so
 # two test sessions (or another Traefik) on the same cluster never fight over Gateways.
 CLASS_LABEL = "modelserve.io/e2e-gateway"
+# Seconds of traffic at each paused weight: a few hundred requests to measure the split.
+STEADY_SECONDS = 8
+# A local address: never through a proxy the environment may name.
+_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def gateway_traffic(namespace: str) -> dict:
@@ -65,16 +69,6 @@ def gateway_traffic(namespace: str) -> dict:
 
 def route_host(namespace: str) -> str:
     return f"m.{namespace}.e2e.test"
-# Seconds of traffic at each paused weight: a few hundred requests to measure the split.
-STEADY_SECONDS = 8
-# A local address: never through a proxy the environment may name.
-_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Traefik:
@@ -90,7 +84,7 @@ class Traefik:
             raise AssertionError(f"{self.binary} is missing: run hack/install-tools")
         self.id = uuid.uuid4().hex[:6]
         self.gateway_class = f"traefik-e2e-{self.id}"
-        self.port, self.api_port = _free_port(), _free_port()
+        self.port, self.api_port = free_port(), free_port()
         self.log_path = workdir / "traefik.log"
         self.process: subprocess.Popen | None = None
 
