@@ -255,7 +255,8 @@ def check_answers(served: Served, body: bytes, headers: dict[str, str]) -> None:
 
 STARTERS = {"modelserve": start_modelserve, "kserve": start_kserve,
             "grpc-floor": start_grpc_floor,
-            "grpc-floor-threads": functools.partial(start_grpc_floor, server="threads")}
+            "grpc-floor-threads": functools.partial(start_grpc_floor, server="threads"),
+            "grpc-floor-h2": functools.partial(start_grpc_floor, server="h2")}
 
 
 def main(argv: list[str]) -> int:

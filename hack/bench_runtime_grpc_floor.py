@@ -67,12 +67,71 @@ def serve_threads(port: int, model_name: str) -> None:
     server.wait_for_termination()
 
 
+def serve_h2(port: int, model_name: str) -> None:
+    """gRPC's wire format on the h2 library's HTTP/2 state machine, on the event loop:
+    no grpcio, no threads."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    answer = canned_response(model_name)
+    frame = b"\x00" + len(answer).to_bytes(4, "big") + answer
+    config = h2.config.H2Configuration(client_side=False, header_encoding=None,
+                                       validate_inbound_headers=False,
+                                       validate_outbound_headers=False,
+                                       normalize_inbound_headers=False,
+                                       normalize_outbound_headers=False)
+    head = [(b":status", b"200"), (b"content-type", b"application/grpc")]
+    trailers = [(b"grpc-status", b"0")]
+
+    class Protocol(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+            self.conn = h2.connection.H2Connection(config=config)
+            self.conn.initiate_connection()
+            self.bodies: dict[int, bytearray] = {}
+            transport.write(self.conn.data_to_send())
+
+        def data_received(self, data):
+            conn = self.conn
+            for event in conn.receive_data(data):
+                kind = type(event)
+                if kind is h2.events.DataReceived:
+                    self.bodies.setdefault(event.stream_id, bytearray()).extend(event.data)
+                    conn.acknowledge_received_data(event.flow_controlled_length,
+                                                   event.stream_id)
+                elif kind is h2.events.StreamEnded:
+                    sid = event.stream_id
+                    self.bodies.pop(sid, None)
+                    conn.send_headers(sid, head)
+                    conn.send_data(sid, frame)
+                    conn.send_headers(sid, trailers, end_stream=True)
+            out = conn.data_to_send()
+            if out:
+                self.transport.write(out)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Protocol, "127.0.0.1", port)
+        await server.serve_forever()
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(run())
+    else:
+        uvloop.run(run())
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--grpc-port", type=int, required=True)
     p.add_argument("--model-name", default="mlp")
-    p.add_argument("--server", choices=("asyncio", "threads"), default="asyncio")
+    p.add_argument("--server", choices=("asyncio", "threads", "h2"), default="asyncio")
     args = p.parse_args()
+    if args.server == "h2":
+        serve_h2(args.grpc_port, args.model_name)
+        return
     if args.server == "threads":
         serve_threads(args.grpc_port, args.model_name)
         return

@@ -30,7 +30,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 from multidict import CIMultiDict
 
-from . import __version__
+from . import __version__, grpc_h2
 from .auth import presented_key
 from .codec import (
     InferInput,
@@ -241,7 +241,7 @@ class InferenceService:
         self.arrives_alone = arrives_alone
 
     # --- plumbing -------------------------------------------------------------------
-    def _methods(self) -> dict[str, Core]:
+    def methods(self) -> dict[str, Core]:
         return {
             "ServerLive": self.server_live,
             "ServerReady": self.server_ready,
@@ -274,7 +274,7 @@ class InferenceService:
 
             return method
 
-        return self._generic({name: serve(core) for name, core in self._methods().items()})
+        return self._generic({name: serve(core) for name, core in self.methods().items()})
 
     def thread_handler(self, loop: asyncio.AbstractEventLoop) -> grpc.GenericRpcHandler:
         def serve(core: Core) -> Callable[[bytes, grpc.ServicerContext], Any]:
@@ -297,7 +297,7 @@ class InferenceService:
 
             return method
 
-        return self._generic({name: serve(core) for name, core in self._methods().items()})
+        return self._generic({name: serve(core) for name, core in self.methods().items()})
 
     def _authorize(self, call: Call) -> str | None:
         """The caller's key id; raises a 401 InferenceError for a missing/wrong key."""
@@ -469,39 +469,43 @@ def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
 
 
 class GrpcListener:
-    """The running gRPC server, either kind, stopped the same way."""
+    """The running gRPC server, any kind, stopped the same way."""
 
-    def __init__(self, server: grpc.aio.Server | grpc.Server) -> None:
+    def __init__(self, server: grpc_h2.Listener | grpc.aio.Server | grpc.Server) -> None:
         self.server = server
 
     async def stop(self, grace: float | None) -> None:
-        if isinstance(self.server, grpc.aio.Server):
+        if isinstance(self.server, grpc_h2.Listener | grpc.aio.Server):
             await self.server.stop(grace)
         else:  # the thread-pool server's stop() returns an Event set once it is done
             done = self.server.stop(grace)
             await asyncio.get_running_loop().run_in_executor(None, done.wait)
 
 
-# MODELSERVE_GRPC_SERVER: which grpcio server runs the service.
-GRPC_SERVERS = ("threads", "asyncio")
+# MODELSERVE_GRPC_SERVER: which server takes the calls (start_grpc).
+GRPC_SERVERS = ("h2", "threads", "asyncio")
 
 
 async def start_grpc(server: RuntimeServer, settings: Settings, reuse_port: bool) -> GrpcListener:
     """Listen on --grpc-port; the caller stops it (`await listener.stop(grace)`).
 
-    Two grpcio servers can run the service, chosen by MODELSERVE_GRPC_SERVER: `threads`
-    (the default: grpcio's thread-pool server, whose handler threads hand each call to
-    this loop and wait for its answer) or `asyncio` (grpc.aio on this event loop).
-    grpcio's own cost per call is what differs: its asyncio server passes every
-    completion-queue event through a poller thread and a wake-up of the loop, ~19
-    context switches per call against ~7 for the thread-pool server, and a do-nothing
-    call cost 355-390 us of CPU against 200-240 us on the 2-core VM, the whole ModelInfer
-    path ~35 % less. On the H200 host both served the same calls/s (hack/bench-runtime
-    --cpu prints both floors; docs/runtime.md has the figures)."""
-    kind = os.environ.get("MODELSERVE_GRPC_SERVER", "threads")
+    Three servers can take the calls, chosen by MODELSERVE_GRPC_SERVER:
+    - `h2` (the default): gRPC's HTTP/2 transport on this event loop (grpc_h2.py), no
+      threads at all; calls read together batch together, as HTTP requests do.
+    - `threads`: grpcio's thread-pool server, whose handler threads hand each call to
+      this loop and wait for its answer.
+    - `asyncio`: grpc.aio on this event loop, through grpcio's poller thread.
+    What differs is the server's own cost per call: a do-nothing ModelInfer costs ~110
+    us of CPU on h2, 190-250 us on grpcio's thread-pool server and 300-390 us on its
+    asyncio one on the 2-core VM (hack/bench-runtime --cpu prints all three floors;
+    docs/runtime.md has the figures). grpcio's servers stay selectable as the fallback
+    should a client need something of HTTP/2 that h2 lacks."""
+    kind = os.environ.get("MODELSERVE_GRPC_SERVER", "h2")
     if kind not in GRPC_SERVERS:
         raise RuntimeError(f"MODELSERVE_GRPC_SERVER is {kind!r}; use one of {GRPC_SERVERS}")
     service = InferenceService(server, arrives_alone=kind == "asyncio")
+    if kind == "h2":
+        return await _start_h2(service, settings, reuse_port)
     options = [
         ("grpc.max_receive_message_length", settings.max_body_bytes),
         ("grpc.max_send_message_length", -1),
@@ -549,3 +553,21 @@ async def start_grpc(server: RuntimeServer, settings: Settings, reuse_port: bool
         kind,
     )
     return GrpcListener(grpc_server)
+
+
+async def _start_h2(service: InferenceService, settings: Settings,
+                    reuse_port: bool) -> GrpcListener:
+    from .server import ssl_context
+
+    listener = grpc_h2.Listener(
+        {f"/{SERVICE}/{name}": core for name, core in service.methods().items()}, settings,
+        encode=lambda m: m.SerializeToString(),
+        code_of=lambda exc: _code(exc).value[0])
+    tls = ssl_context(settings)
+    try:
+        await listener.start(settings.host, settings.grpc_port, tls, reuse_port)
+    except OSError as exc:  # the port is taken
+        raise RuntimeError(str(exc)) from exc
+    log.info("gRPC listening on %s:%d (%s, h2 server)", settings.host, settings.grpc_port,
+             "TLS" if tls else "plaintext")
+    return GrpcListener(listener)

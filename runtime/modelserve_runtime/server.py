@@ -364,7 +364,7 @@ class RuntimeServer:
 
 
 # --- process -----------------------------------------------------------------------
-def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     if not settings.tls_cert:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -396,7 +396,7 @@ async def serve(settings: Settings) -> int:
         server.connections.wrap(runner.server),
         settings.host,
         settings.port,
-        ssl=_ssl_context(settings),
+        ssl=ssl_context(settings),
         backlog=4096,
         reuse_port=reuse_port or None,
     )
