@@ -11,8 +11,8 @@ import threading
 import numpy as np
 import pytest
 
-from modelserve_runtime.batcher import Batcher
-from modelserve_runtime.errors import Overloaded
+from modelserve_runtime.batcher import Batcher, thread_arrival_wakes
+from modelserve_runtime.errors import Overloaded, Unavailable
 
 
 class FakeBackend:
@@ -333,5 +333,140 @@ def test_requests_expecting_company_wait_for_it_on_an_idle_device() -> None:
         await batcher.submit(rows(1), 1, inline=False)
         assert backend.batches == [3, 1]
         await batcher.close()
+
+    run(scenario())
+
+
+# --- requests queued from other threads (grpcio's handler threads) --------------------
+SIG = (("x", "<f4", (2,)),)
+OTHER = (("x", "<f4", (5,)),)
+
+
+@pytest.mark.parametrize(
+    ("loop_idle", "need", "filling_sig", "queued", "sig", "wakes"),
+    [
+        pytest.param(True, None, None, 1, SIG, "loop", id="loop asleep on an empty queue"),
+        pytest.param(False, None, None, 5, SIG, None, id="device busy: the loop takes it later"),
+        pytest.param(False, 4, SIG, 3, SIG, None, id="filling, not yet complete: next tick"),
+        pytest.param(False, 4, SIG, 4, SIG, "filling", id="filling completed"),
+        pytest.param(False, 4, SIG, 1, OTHER, "filling", id="filling, cannot join it"),
+    ],
+)
+def test_whom_a_thread_arrival_wakes(loop_idle, need, filling_sig, queued, sig, wakes) -> None:
+    assert thread_arrival_wakes(loop_idle, need, filling_sig, queued, sig) == wakes
+
+
+async def from_thread(batcher: Batcher, n: int, start: float = 0):
+    """A request queued from another thread, as a gRPC handler thread queues it."""
+    return await asyncio.to_thread(batcher.enqueue_from_thread, rows(n, start), n)
+
+
+def test_thread_request_wakes_an_idle_batcher() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend()
+        batcher = Batcher(backend, max_batch_size=4, max_queue_delay_s=0, max_queue_size=10)
+        batcher.start()
+        await asyncio.sleep(0.01)  # the batcher sleeps on its empty queue
+        for n in (1, 3):  # a hang here is the failure
+            future = await from_thread(batcher, n, n)
+            result = await asyncio.wait_for(asyncio.wrap_future(future), 30)
+            np.testing.assert_array_equal(result["y"], np.full((n, 2), 2.0 * n))
+        assert backend.batches == [1, 3]
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_thread_and_loop_requests_share_batches_in_arrival_order() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend()
+        batcher = Batcher(backend, max_batch_size=4, max_queue_delay_s=0, max_queue_size=10)
+        batcher.start()
+        backend.gate.clear()
+        first = asyncio.create_task(batcher.submit(rows(1, 1), 1))
+        await wait_entered(backend)  # the device is busy: everything else queues
+        threaded = [await from_thread(batcher, 1, 2)]
+        looped = asyncio.create_task(batcher.submit(rows(2, 3), 2))
+        await _until(lambda: batcher.depth == 2)
+        threaded.append(await from_thread(batcher, 2, 4))  # does not fit: next batch
+        backend.gate.set()
+        answers = await asyncio.gather(first, looped, *map(asyncio.wrap_future, threaded))
+        assert backend.batches == [1, 3, 2]
+        for answer, (n, start) in zip(answers, [(1, 1), (2, 3), (1, 2), (2, 4)], strict=True):
+            np.testing.assert_array_equal(answer["y"], np.full((n, 2), 2.0 * start))
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_thread_request_cancelled_while_queued_leaves_the_batch() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend()
+        batcher = Batcher(backend, max_batch_size=8, max_queue_delay_s=0, max_queue_size=10)
+        batcher.start()
+        backend.gate.clear()
+        first = asyncio.create_task(batcher.submit(rows(1), 1))
+        await wait_entered(backend)
+        queued = [await from_thread(batcher, n) for n in (1, 2, 3)]
+        assert queued[1].cancel()  # the call ended while it waited
+        backend.gate.set()
+        await asyncio.gather(first, asyncio.wrap_future(queued[0]), asyncio.wrap_future(queued[2]))
+        assert backend.batches == [1, 4]
+        assert queued[1].cancelled()
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_thread_request_in_a_running_batch_cannot_be_cancelled() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend()
+        batcher = Batcher(backend, max_batch_size=8, max_queue_delay_s=0, max_queue_size=10)
+        batcher.start()
+        backend.gate.clear()
+        future = await from_thread(batcher, 1)
+        await wait_entered(backend)
+        assert not future.cancel()  # its rows are on the device: it gets its answer
+        backend.gate.set()
+        assert (await asyncio.wrap_future(future))["y"].shape == (1, 2)
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_thread_requests_complete_a_filling_batch() -> None:
+    async def scenario() -> None:
+        # Hour-long waits: only the thread arrivals filling the batch can send it.
+        backend, batcher, busy = await busy_device(max_batch=4, delay_s=3600)
+        waiting = asyncio.create_task(batcher.submit(rows(1), 1))
+        await _until(lambda: batcher._filling is not None)
+        threaded = [await from_thread(batcher, 1) for _ in range(3)]
+        await asyncio.wait_for(_until(lambda: backend.calls == 2), 30)  # sent while busy
+        backend.gate.set()
+        await asyncio.gather(busy, waiting, *map(asyncio.wrap_future, threaded))
+        assert backend.batches == [1, 4] or backend.batches == [4, 1]
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_thread_requests_meet_the_same_limits() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend()
+        batcher = Batcher(backend, max_batch_size=1, max_queue_delay_s=0, max_queue_size=2)
+        with pytest.raises(Unavailable, match="not running"):
+            batcher.enqueue_from_thread(rows(1), 1)
+        batcher.start()
+        backend.gate.clear()
+        running = await from_thread(batcher, 1)
+        await wait_entered(backend)
+        queued = [await from_thread(batcher, 1) for _ in range(2)]
+        with pytest.raises(Overloaded, match="queue full"):
+            await from_thread(batcher, 1)
+        backend.gate.set()
+        await asyncio.gather(*map(asyncio.wrap_future, [running, *queued]))
+        await batcher.close()
+        with pytest.raises(Unavailable, match="shutting down"):
+            await from_thread(batcher, 1)
 
     run(scenario())
