@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from json.encoder import encode_basestring_ascii
 from typing import TextIO
 
@@ -33,41 +32,23 @@ def audit_line(fields: dict[str, object]) -> str:
 
 class AuditLog:
     """One JSON line per request on stdout, written in batches: a write syscall per
-    request costs more than the rest of the audit record; 50 ms of delay costs nothing.
-    Lines come from the event loop and from grpcio's handler threads; the loop writes
-    them out (the one it was made on, for a line from a thread)."""
+    request costs more than the rest of the audit record; 50 ms of delay costs nothing."""
 
     def __init__(self, stream: TextIO, interval_s: float = 0.05) -> None:
         self.stream = stream
         self.interval_s = interval_s
         self.pending: list[str] = []
-        self._lock = threading.Lock()
-        try:
-            self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:  # made outside a loop: the first line from the loop sets it
-            self.loop = None
 
     def record(self, fields: dict[str, object]) -> None:
         self.write(audit_line(fields))
 
     def write(self, line: str) -> None:
-        with self._lock:
-            first = not self.pending
-            self.pending.append(line)
-        if first:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # a handler thread: ask the loop to flush
-                if self.loop is None:
-                    raise RuntimeError("the audit log has no event loop to write it") from None
-                self.loop.call_soon_threadsafe(self.loop.call_later, self.interval_s, self.flush)
-            else:
-                self.loop = loop
-                loop.call_later(self.interval_s, self.flush)
+        if not self.pending:
+            asyncio.get_running_loop().call_later(self.interval_s, self.flush)
+        self.pending.append(line)
 
     def flush(self) -> None:
-        with self._lock:
+        if self.pending:
             lines, self.pending = self.pending, []
-        if lines:
             self.stream.write("\n".join(lines) + "\n")
             self.stream.flush()

@@ -13,23 +13,12 @@ Rules, chosen so that batching never costs latency it cannot buy back:
 - Requests are taken in arrival order; a request whose non-batch dims differ from the
   batch being formed starts the next batch (no reordering, so no starvation).
 - The queue is bounded (requests): when full, `Overloaded` (503 + Retry-After).
-
-Requests come from the event loop (`submit`/`enqueue`: HTTP, the engine process) or
-from other threads (`enqueue_from_thread`: grpcio's handler threads, which do a call's
-own work themselves and block for its rows). Both go into the one queue, in arrival
-order, and the event loop forms and dispatches every batch. A thread wakes the loop
-only when it must (`_thread_arrival`): when the loop sleeps on an empty queue, or a
-filling batch just became complete. While the device is busy the loop needs no wake-up
-per arrival: it takes the queue when the running batch ends. So a gRPC call costs one
-thread wake-up (its answer), not two hand-overs (to the loop and back).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -55,25 +44,12 @@ class BatcherStats:
     on_batch: Callable[[int, float], None] = lambda rows, seconds: None
 
 
-# Where a request's rows go back: an asyncio future (a caller on the event loop) or a
-# concurrent one (a caller blocked in its own thread).
-Answer = asyncio.Future | concurrent.futures.Future
-
-
-def _claim(answer: Answer) -> bool:
-    """Take a request into a batch, unless its caller has gone. A thread's future can
-    be cancelled from any thread: once running, it no longer can (set_result is safe)."""
-    if isinstance(answer, concurrent.futures.Future):
-        return answer.set_running_or_notify_cancel()
-    return not answer.cancelled()
-
-
 @dataclass
 class _Item:
     inputs: dict[str, np.ndarray]
     rows: int
     signature: tuple
-    future: Answer = field(repr=False)
+    future: asyncio.Future = field(repr=False)
     inline: bool = True  # may run on the event loop (see Batcher._run_inline)
     company: bool = False  # more requests are on their way: worth waiting for (_form_batch)
 
@@ -109,27 +85,6 @@ class _Filling:
         asyncio.get_running_loop().call_later(min(self.gap, self.deadline - now), self.tick)
 
 
-def thread_arrival_wakes(
-    loop_idle: bool,
-    filling_need: int | None,
-    filling_signature: tuple | None,
-    queued_rows: int,
-    signature: tuple,
-) -> str | None:
-    """Whom a request queued by another thread must wake on the event loop: "loop" when
-    the batcher sleeps on an empty queue; "filling" when a batch waits for company and
-    the queue now completes it, or holds a request that cannot join it (the rules of
-    `Batcher.enqueue`); otherwise nobody: the loop takes the queue when the running
-    batch ends, or a filling batch sees the arrival at its next gap tick."""
-    if loop_idle:
-        return "loop"
-    if filling_need is not None and (
-        queued_rows >= filling_need or signature != filling_signature
-    ):
-        return "filling"
-    return None
-
-
 def signature_of(inputs: dict[str, np.ndarray]) -> tuple:
     # Requests batch together only if everything but dim 0 matches.
     return tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(inputs.items()))
@@ -163,11 +118,6 @@ class Batcher:
         # Exponentially weighted duration of recent batches (None until one has run).
         self.duration_estimate: float | None = None
         self._executor = ThreadPoolExecutor(self.slots, thread_name_prefix="infer")
-        # The queue is shared with threads (enqueue_from_thread): every change to it,
-        # _queued_rows, _loop_idle and a filling batch's arrivals is made under this lock.
-        self._lock = threading.Lock()
-        self._loop_idle = False  # the batcher sleeps on an empty queue
-        self._event_loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
         self._batches: set[asyncio.Task] = set()
         self._closed = False
@@ -181,8 +131,7 @@ class Batcher:
         return len(self._queue)
 
     def start(self) -> None:
-        self._event_loop = asyncio.get_running_loop()
-        self._task = self._event_loop.create_task(self._loop(), name="batcher")
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
 
     async def submit(
         self, inputs: dict[str, np.ndarray], rows: int, inline: bool = True, company: bool = False
@@ -201,71 +150,27 @@ class Batcher:
     ) -> asyncio.Future:
         """`submit` without a coroutine: the engine process answers from the future's
         callback, which saves a task per request on its busiest thread."""
-        future = asyncio.get_running_loop().create_future()
-        item = _Item(inputs, rows, signature_of(inputs), future, inline, company)
-        with self._lock:
-            self._admit(item)
-            self._loop_idle = False
-            filling = self._filling
-            if filling is not None:
-                filling.arrivals += 1
-        self._arrived.set()
-        if filling is not None and (
-            self._queued_rows >= filling.need or item.signature != filling.signature
-        ):
-            filling.wake()
-        return future
-
-    def enqueue_from_thread(
-        self, inputs: dict[str, np.ndarray], rows: int, company: bool = False
-    ) -> concurrent.futures.Future:
-        """`enqueue` for a caller in another thread (not the event loop's), which waits
-        on the returned future for its rows; cancelling the future before its batch
-        starts takes the request out of the queue (a gRPC call that ended early)."""
-        loop = self._event_loop
-        if loop is None:
-            raise Unavailable("the batcher is not running")
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        item = _Item(inputs, rows, signature_of(inputs), future, True, company)
-        with self._lock:
-            self._admit(item)
-            filling = self._filling
-            if filling is not None:
-                filling.arrivals += 1
-            wake = thread_arrival_wakes(
-                self._loop_idle,
-                filling.need if filling is not None else None,
-                filling.signature if filling is not None else None,
-                self._queued_rows,
-                item.signature,
-            )
-            if wake == "loop":
-                self._loop_idle = False  # one wake-up is enough
-        if wake == "loop":
-            loop.call_soon_threadsafe(self._arrived.set)
-        elif wake == "filling" and filling is not None:
-            loop.call_soon_threadsafe(filling.wake)
-        return future
-
-    def _admit(self, item: _Item) -> None:
-        """Queue one request, under the lock: refused when closed or full."""
         if self._closed:
             raise Unavailable("the server is shutting down")
         if len(self._queue) >= self.max_queue_size:
             raise Overloaded(f"queue full ({self.max_queue_size} requests waiting); retry shortly")
+        future = asyncio.get_running_loop().create_future()
+        item = _Item(inputs, rows, signature_of(inputs), future, inline, company)
         self._queue.append(item)
-        self._queued_rows += item.rows
+        self._queued_rows += rows
         self.stats.on_queue_depth(len(self._queue))
+        self._arrived.set()
+        filling = self._filling
+        if filling is not None:
+            filling.arrivals += 1
+            if self._queued_rows >= filling.need or item.signature != filling.signature:
+                filling.wake()
+        return future
 
     async def _loop(self) -> None:
         while True:
-            while True:
-                with self._lock:
-                    if self._queue:
-                        self._loop_idle = False
-                        break
-                    self._loop_idle = True
-                    self._arrived.clear()
+            while not self._queue:
+                self._arrived.clear()
                 await self._arrived.wait()
             await self._free.acquire()
             batch = await self._form_batch()
@@ -281,25 +186,19 @@ class Batcher:
             del batch, task
 
     def _take_fitting(self, batch: list[_Item], rows: int) -> int:
-        with self._lock:
-            while self._queue:
-                head = self._queue[0]
-                if head.future.cancelled():  # caller gone (client disconnected)
-                    self._queue.popleft()
-                    self._queued_rows -= head.rows
-                    continue
-                if batch and (
-                    head.signature != batch[0].signature or rows + head.rows > self.max_rows
-                ):
-                    break
+        while self._queue:
+            head = self._queue[0]
+            if head.future.cancelled():  # caller gone (client disconnected)
                 self._queue.popleft()
                 self._queued_rows -= head.rows
-                if not _claim(head.future):  # cancelled by its thread just now
-                    continue
-                batch.append(head)
-                rows += head.rows
-                if not self.batchable or rows >= self.max_rows:
-                    break
+                continue
+            if batch and (head.signature != batch[0].signature or rows + head.rows > self.max_rows):
+                break
+            batch.append(self._queue.popleft())
+            self._queued_rows -= head.rows
+            rows += head.rows
+            if not self.batchable or rows >= self.max_rows:
+                break
         return rows
 
     def _fill_wait_s(self) -> float:

@@ -253,8 +253,6 @@ class _Signature(Backend):
 class RemoteModel(Model):
     """What an HTTP worker serves: validation here, inference in the engine process."""
 
-    batches_here = False  # requests reach the engine through this worker's event loop
-
     def __init__(self, settings: Settings, metrics: Metrics, socket_path: str) -> None:
         super().__init__(settings, _Signature(settings), metrics)
         self.socket_path = socket_path

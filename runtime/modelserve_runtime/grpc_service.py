@@ -1,7 +1,6 @@
-"""gRPC: the Open Inference Protocol v2 service (`inference.GRPCInferenceService`), in the
-HTTP server's process; grpcio's thread-pool server takes the calls, and each handler
-thread serves its call, queueing the rows on the same batcher as HTTP (start_grpc says
-why, and what else can be chosen).
+"""gRPC: the Open Inference Protocol v2 service (`inference.GRPCInferenceService`), its
+RPCs running on the HTTP server's event loop, in the same process; grpcio's thread-pool
+server (or its asyncio server) takes the calls (start_grpc says why and how).
 
 It shares everything behind the wire with HTTP (server.RuntimeServer): the model and
 its batcher, API keys (sent as `authorization: Bearer <key>` or `x-api-key` metadata),
@@ -22,9 +21,8 @@ import asyncio
 import concurrent.futures
 import logging
 import os
-import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
@@ -58,7 +56,6 @@ except ImportError as exc:  # a source tree that was never built or installed
     ) from exc
 
 if TYPE_CHECKING:
-    from .model import Model
     from .server import RuntimeServer
 
 log = logging.getLogger("modelserve.grpc")
@@ -194,27 +191,11 @@ class _AioCall:
 
 
 class _ThreadCall:
-    """A call on grpcio's thread-pool server, read from its handler thread."""
+    """A call on grpcio's thread-pool server, read from the event loop: peer and
+    metadata are taken in the handler thread, before the hand-over."""
 
     def __init__(self, context: grpc.ServicerContext) -> None:
         self.context = context
-
-    def peer(self) -> str:
-        return self.context.peer()
-
-    def metadata(self) -> Iterable[tuple[str, str | bytes]]:
-        return self.context.invocation_metadata() or ()
-
-    def done(self) -> bool:
-        return not self.context.is_active()
-
-
-class _HandedOverCall(_ThreadCall):
-    """A call on grpcio's thread-pool server, read from the event loop (the `loop`
-    server): peer and metadata are taken in the handler thread, before the hand-over."""
-
-    def __init__(self, context: grpc.ServicerContext) -> None:
-        super().__init__(context)
         self._peer = context.peer()
         self._metadata = tuple(context.invocation_metadata() or ())
         self.task: asyncio.Task | None = None  # its work on the loop, once started
@@ -231,148 +212,43 @@ class _HandedOverCall(_ThreadCall):
     def metadata(self) -> Iterable[tuple[str, str | bytes]]:
         return self._metadata
 
+    def done(self) -> bool:
+        return not self.context.is_active()
 
-Core = Callable[[bytes, Call], Any]
+
+Core = Callable[[bytes, Call], Awaitable[Any]]
 
 
 def _code(exc: InferenceError) -> grpc.StatusCode:
     return CODES.get(exc.status, grpc.StatusCode.INTERNAL)
 
 
-class _InferCall:
-    """One ModelInfer call's bookkeeping, the same on every thread that may serve it:
-    the calls in flight, the status it ends with (from the exception that ends it, as
-    HTTP's handler does), the request counter, its latency and its audit line. Used as
-    `with _InferCall(...) as call: model, request = call.prepare(); ...; call.respond()`."""
-
-    def __init__(self, service: InferenceService, raw: bytes, call: Call) -> None:
-        self.service = service
-        self.raw = raw
-        self.call = call
-        self.started = time.perf_counter()
-        self.status = 500
-        self.key_id: str | None = None
-        self.label_model = "_unknown"
-        self.known = False
-        self.request_id: str | None = None
-        self.model_name: str | None = None
-        self.version: str | None = None
-
-    def __enter__(self) -> _InferCall:
-        self.service.enter()
-        return self
-
-    def prepare(self) -> tuple[Model, InferRequest]:
-        """Key, parse, model, decode: the request as the model takes it."""
-        service, server = self.service, self.service.server
-        self.key_id = service._authorize(self.call)
-        if self.call.done():  # ended while it waited to be served: nobody to answer
-            raise ClientClosed("the call ended before it was served")
-        msg = _parse(pb.ModelInferRequest, self.raw)
-        self.model_name, self.version = msg.model_name, msg.model_version or None
-        self.known = self.model_name == server.model.name
-        self.label_model = server.model.name if self.known else "_unknown"
-        if server.draining:
-            raise InferenceError("the server is shutting down", 503)
-        model = server.lookup(self.model_name, self.version)
-        request = decode_infer_request(msg)
-        request.arrives_alone = service.arrives_alone
-        request.company_expected = service.calls > 1
-        self.request_id = request.id
-        return model, request
-
-    def respond(
-        self, model: Model, request: InferRequest, outputs: list[tuple[str, np.ndarray, bool]]
-    ) -> pb.ModelInferResponse:
-        response = encode_infer_response(model.name, model.version, outputs, request.id)
-        self.status = 499 if self.call.done() else 200
-        return response
-
-    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
-        try:
-            if isinstance(exc, InferenceError):
-                self.status = exc.status
-                if isinstance(exc, ClientClosed):
-                    log.info("client went away: %s", exc)
-            # The client cancelled, or its deadline passed (asyncio's on the loop, the
-            # queued request's future's in a handler thread).
-            elif isinstance(exc, asyncio.CancelledError | concurrent.futures.CancelledError):
-                self.status = ClientClosed.status
-            elif isinstance(exc, Exception):
-                log.error("inference failed", exc_info=exc)
-                self.status = 500
-                raise InferenceError(
-                    "internal error during inference; see the server log", 500
-                ) from None
-            return False
-        finally:
-            self._end()
-
-    def _end(self) -> None:
-        server = self.service.server
-        self.service.leave()
-        if self.status != 401:  # as over HTTP, where auth fails before the handler counts
-            server.count(self.label_model, self.status)
-        if self.known:
-            server.duration.observe(time.perf_counter() - self.started)
-        if server.audit is not None:
-            named = self.model_name is not None
-            server.audit_record(
-                ts=round(time.time(), 3),
-                protocol="grpc",
-                remote=self.call.peer(),
-                method="ModelInfer",
-                path=INFER_PATH,
-                key_id=self.key_id,
-                model=self.model_name[:200] if self.model_name is not None else None,
-                version=(self.version or server.model.version) if named else None,
-                status=self.status,
-                latency_ms=round((time.perf_counter() - self.started) * 1000, 3),
-                request_id=self.request_id,
-                bytes_in=len(self.raw),
-            )
-
-
 class InferenceService:
     """The service's RPCs, over the HTTP server's model, keys, audit log and metrics.
 
-    ModelInfer runs one of three ways (start_grpc says why): `threads_handler` does the
-    whole call in grpcio's handler thread, which queues its rows on the model's batcher
-    and blocks for them (`model_infer_here`); `loop_handler` hands each call from the
-    handler thread to the event loop and waits; `aio_handler` serves it from grpcio's
-    asyncio server on the loop (both `model_infer`). The other RPCs answer at once,
-    where the call arrives."""
+    The RPCs are coroutines on the HTTP server's event loop that answer a message or
+    raise InferenceError; `aio_handler` serves them from grpcio's asyncio server on that
+    loop, `thread_handler` from grpcio's thread-pool server, whose handler threads hand
+    each call to the loop and wait (see start_grpc for why both)."""
 
     def __init__(self, server: RuntimeServer, arrives_alone: bool = False) -> None:
         self.server = server
         self.settings = server.settings
-        self.calls = 0  # ModelInfer calls in progress (see enter)
-        self._calls_lock = threading.Lock()
+        self.calls = 0  # ModelInfer calls in progress
         # grpcio's asyncio server hands calls to the loop one per event (codec.py's
         # InferRequest.arrives_alone); the thread-pool server's hand-overs queue up and
         # reach the loop together, like requests from one socket read.
         self.arrives_alone = arrives_alone
 
-    def enter(self) -> None:
-        # From several handler threads at once: `+=` is not atomic between threads.
-        with self._calls_lock:
-            self.calls += 1
-        self.server.enter()
-
-    def leave(self) -> None:
-        with self._calls_lock:
-            self.calls -= 1
-        self.server.leave()
-
     # --- plumbing -------------------------------------------------------------------
-    def _answers(self) -> dict[str, Core]:
-        """The RPCs that answer at once (no batch to wait for), on any thread."""
+    def _methods(self) -> dict[str, Core]:
         return {
             "ServerLive": self.server_live,
             "ServerReady": self.server_ready,
             "ModelReady": self.model_ready,
             "ServerMetadata": self.server_metadata,
             "ModelMetadata": self.model_metadata,
+            "ModelInfer": self.model_infer,
         }
 
     @staticmethod
@@ -389,70 +265,39 @@ class InferenceService:
         )
 
     def aio_handler(self) -> grpc.GenericRpcHandler:
-        def serve(core: Callable[[bytes, Call], Any], awaited: bool) -> Any:
+        def serve(core: Core) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Any]]:
             async def method(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
                 try:
-                    answer = core(raw, _AioCall(context))
-                    return await answer if awaited else answer
+                    return await core(raw, _AioCall(context))
                 except InferenceError as exc:
                     await context.abort(_code(exc), str(exc))
 
             return method
 
-        methods = {name: serve(core, False) for name, core in self._answers().items()}
-        methods["ModelInfer"] = serve(self.model_infer, True)
-        return self._generic(methods)
+        return self._generic({name: serve(core) for name, core in self._methods().items()})
 
-    def _thread_methods(self) -> dict[str, Callable[[bytes, grpc.ServicerContext], Any]]:
+    def thread_handler(self, loop: asyncio.AbstractEventLoop) -> grpc.GenericRpcHandler:
         def serve(core: Core) -> Callable[[bytes, grpc.ServicerContext], Any]:
+            async def run(raw: bytes, call: _ThreadCall) -> Any:
+                call.task = asyncio.current_task()
+                return await core(raw, call)
+
             def method(raw: bytes, context: grpc.ServicerContext) -> Any:
+                call = _ThreadCall(context)
+                future = asyncio.run_coroutine_threadsafe(run(raw, call), loop)
+                # The call ends early (client cancelled, deadline passed): stop its work
+                # on the loop, which counts it as 499 like the asyncio server does.
+                context.add_callback(lambda: loop.call_soon_threadsafe(call.cancel))
                 try:
-                    return core(raw, _ThreadCall(context))
+                    return future.result()
                 except InferenceError as exc:
                     context.abort(_code(exc), str(exc))
+                except concurrent.futures.CancelledError:  # grpcio has ended the call
+                    context.abort(grpc.StatusCode.CANCELLED, "the call ended before its answer")
 
             return method
 
-        return {name: serve(core) for name, core in self._answers().items()}
-
-    def threads_handler(self) -> grpc.GenericRpcHandler:
-        """grpcio's thread-pool server, each call served whole in its handler thread."""
-
-        def model_infer(raw: bytes, context: grpc.ServicerContext) -> Any:
-            try:
-                return self.model_infer_here(raw, context)
-            except InferenceError as exc:
-                context.abort(_code(exc), str(exc))
-            except concurrent.futures.CancelledError:  # grpcio has ended the call
-                context.abort(grpc.StatusCode.CANCELLED, "the call ended before its answer")
-
-        methods = self._thread_methods()
-        methods["ModelInfer"] = model_infer
-        return self._generic(methods)
-
-    def loop_handler(self, loop: asyncio.AbstractEventLoop) -> grpc.GenericRpcHandler:
-        """grpcio's thread-pool server, ModelInfer handed over to the event loop."""
-
-        async def run(raw: bytes, call: _HandedOverCall) -> Any:
-            call.task = asyncio.current_task()
-            return await self.model_infer(raw, call)
-
-        def model_infer(raw: bytes, context: grpc.ServicerContext) -> Any:
-            call = _HandedOverCall(context)
-            future = asyncio.run_coroutine_threadsafe(run(raw, call), loop)
-            # The call ends early (client cancelled, deadline passed): stop its work
-            # on the loop, which counts it as 499 like the asyncio server does.
-            context.add_callback(lambda: loop.call_soon_threadsafe(call.cancel))
-            try:
-                return future.result()
-            except InferenceError as exc:
-                context.abort(_code(exc), str(exc))
-            except concurrent.futures.CancelledError:  # grpcio has ended the call
-                context.abort(grpc.StatusCode.CANCELLED, "the call ended before its answer")
-
-        methods = self._thread_methods()
-        methods["ModelInfer"] = model_infer
-        return self._generic(methods)
+        return self._generic({name: serve(core) for name, core in self._methods().items()})
 
     def _authorize(self, call: Call) -> str | None:
         """The caller's key id; raises a 401 InferenceError for a missing/wrong key."""
@@ -468,13 +313,13 @@ class InferenceService:
         return key_id
 
     # --- health and metadata (health is open, like /v2/health/*) ---------------------
-    def server_live(self, raw: bytes, call: Call) -> Any:
+    async def server_live(self, raw: bytes, call: Call) -> Any:
         return pb.ServerLiveResponse(live=True)
 
-    def server_ready(self, raw: bytes, call: Call) -> Any:
+    async def server_ready(self, raw: bytes, call: Call) -> Any:
         return pb.ServerReadyResponse(ready=self.server.model.ready and not self.server.draining)
 
-    def model_ready(self, raw: bytes, call: Call) -> Any:
+    async def model_ready(self, raw: bytes, call: Call) -> Any:
         def answer() -> tuple[Any, str | None]:
             msg = _parse(pb.ModelReadyRequest, raw)
             try:
@@ -484,18 +329,18 @@ class InferenceService:
             ready = model.ready and not self.server.draining
             return pb.ModelReadyResponse(ready=ready), msg.name
 
-        return self._described("ModelReady", raw, call, answer)
+        return await self._described("ModelReady", raw, call, answer)
 
-    def server_metadata(self, raw: bytes, call: Call) -> Any:
+    async def server_metadata(self, raw: bytes, call: Call) -> Any:
         def answer() -> tuple[Any, str | None]:
             response = pb.ServerMetadataResponse(
                 name="modelserve", version=__version__, extensions=["binary_tensor_data"]
             )
             return response, None
 
-        return self._described("ServerMetadata", raw, call, answer)
+        return await self._described("ServerMetadata", raw, call, answer)
 
-    def model_metadata(self, raw: bytes, call: Call) -> Any:
+    async def model_metadata(self, raw: bytes, call: Call) -> Any:
         def answer() -> tuple[Any, str | None]:
             msg = _parse(pb.ModelMetadataRequest, raw)
             model = self.server.lookup(msg.name, msg.version or None)
@@ -511,9 +356,9 @@ class InferenceService:
             )
             return response, model.name
 
-        return self._described("ModelMetadata", raw, call, answer)
+        return await self._described("ModelMetadata", raw, call, answer)
 
-    def _described(
+    async def _described(
         self,
         method: str,
         raw: bytes,
@@ -551,26 +396,69 @@ class InferenceService:
 
     # --- inference ------------------------------------------------------------------
     async def model_infer(self, raw: bytes, call: Call) -> Any:
-        """ModelInfer on the event loop (the asyncio server; the `loop` server)."""
-        with _InferCall(self, raw, call) as infer:
-            model, request = infer.prepare()
+        server = self.server
+        started = time.perf_counter()
+        status, key_id, label_model, known = 500, None, "_unknown", False
+        request_id = model_name = version = None
+        self.calls += 1
+        server.inflight += 1
+        server.inflight_gauge.inc()
+        try:
+            key_id = self._authorize(call)
+            if call.done():  # ended while it waited to be served: nobody to answer
+                raise ClientClosed("the call ended before it was served")
+            msg = _parse(pb.ModelInferRequest, raw)
+            model_name, version = msg.model_name, msg.model_version or None
+            known = model_name == server.model.name
+            label_model = server.model.name if known else "_unknown"
+            if server.draining:
+                raise InferenceError("the server is shutting down", 503)
+            model = server.lookup(model_name, version)
+            request = decode_infer_request(msg)
+            request.arrives_alone = self.arrives_alone
+            request.company_expected = self.calls > 1
+            request_id = request.id
             outputs = await model.infer(request)
-            return infer.respond(model, request, outputs)
-
-    def model_infer_here(self, raw: bytes, context: grpc.ServicerContext) -> Any:
-        """ModelInfer in grpcio's handler thread, start to end: it queues its rows on
-        the model's batcher and blocks for them. The event loop sees the call only as
-        rows in the batch it forms; the thread is woken once, by its answer."""
-        with _InferCall(self, raw, _ThreadCall(context)) as infer:
-            model, request = infer.prepare()
-            future = model.enqueue_from_thread(request)
-            # The call ends early (client cancelled, deadline passed): a request still
-            # queued leaves the queue and the thread goes (499 through _InferCall);
-            # one whose batch runs is answered to nobody (499 too).
-            if not context.add_callback(future.cancel):
-                future.cancel()
-            outputs = model.select_outputs(request, future.result())
-            return infer.respond(model, request, outputs)
+            response = encode_infer_response(model.name, model.version, outputs, request.id)
+            status = 499 if call.done() else 200
+            return response
+        except InferenceError as exc:
+            status = exc.status
+            if isinstance(exc, ClientClosed):
+                log.info("client went away: %s", exc)
+            raise
+        except asyncio.CancelledError:  # the client cancelled, or its deadline passed
+            status = ClientClosed.status
+            raise
+        except Exception:
+            log.exception("inference failed")
+            status = 500
+            raise InferenceError(
+                "internal error during inference; see the server log", 500
+            ) from None
+        finally:
+            self.calls -= 1
+            server.inflight -= 1
+            server.inflight_gauge.dec()
+            if status != 401:  # as over HTTP, where auth fails before the handler counts
+                server.count(label_model, status)
+            if known:
+                server.duration.observe(time.perf_counter() - started)
+            if server.audit is not None:
+                server.audit_record(
+                    ts=round(time.time(), 3),
+                    protocol="grpc",
+                    remote=call.peer(),
+                    method="ModelInfer",
+                    path=INFER_PATH,
+                    key_id=key_id,
+                    model=model_name[:200] if model_name is not None else None,
+                    version=(version or server.model.version) if model_name is not None else None,
+                    status=status,
+                    latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                    request_id=request_id,
+                    bytes_in=len(raw),
+                )
 
 
 def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -594,31 +482,25 @@ class GrpcListener:
             await asyncio.get_running_loop().run_in_executor(None, done.wait)
 
 
-# MODELSERVE_GRPC_SERVER: which grpcio server runs the service, and where ModelInfer runs.
-GRPC_SERVERS = ("threads", "loop", "asyncio")
+# MODELSERVE_GRPC_SERVER: which grpcio server runs the service.
+GRPC_SERVERS = ("threads", "asyncio")
 
 
 async def start_grpc(server: RuntimeServer, settings: Settings, reuse_port: bool) -> GrpcListener:
     """Listen on --grpc-port; the caller stops it (`await listener.stop(grace)`).
 
-    MODELSERVE_GRPC_SERVER chooses how calls are served:
-    - `threads` (the default): grpcio's thread-pool server; each handler thread does its
-      call's work itself (key, parse, decode, validate, encode, audit, metrics), queues
-      the rows on the model's batcher and blocks for them: one thread wake-up per call
-      (its answer). The event loop only forms and runs batches.
-    - `loop`: the same server, but each handler thread hands its call to this loop and
-      waits: two hand-overs between threads per call, each a wake-up of a sleeping
-      thread (~300 us of CPU on the H200 host; see docs/runtime.md).
-    - `asyncio`: grpc.aio on this loop; grpcio passes every completion-queue event
-      through a poller thread and a wake-up of the loop (~19 context switches per call
-      against ~7 for the thread-pool server's floor).
-    The engine process's workers (--engine-process) reach the engine through their
-    loop, so there `threads` serves ModelInfer as `loop` does."""
+    Two grpcio servers can run the service, chosen by MODELSERVE_GRPC_SERVER: `threads`
+    (the default: grpcio's thread-pool server, whose handler threads hand each call to
+    this loop and wait for its answer) or `asyncio` (grpc.aio on this event loop).
+    grpcio's own cost per call is what differs: its asyncio server passes every
+    completion-queue event through a poller thread and a wake-up of the loop, ~19
+    context switches per call against ~7 for the thread-pool server, and a do-nothing
+    call cost 355-390 us of CPU against 200-240 us on the 2-core VM, the whole ModelInfer
+    path ~35 % less. On the H200 host both served the same calls/s (hack/bench-runtime
+    --cpu prints both floors; docs/runtime.md has the figures)."""
     kind = os.environ.get("MODELSERVE_GRPC_SERVER", "threads")
     if kind not in GRPC_SERVERS:
         raise RuntimeError(f"MODELSERVE_GRPC_SERVER is {kind!r}; use one of {GRPC_SERVERS}")
-    if kind == "threads" and not server.model.batches_here:
-        kind = "loop"
     service = InferenceService(server, arrives_alone=kind == "asyncio")
     options = [
         ("grpc.max_receive_message_length", settings.max_body_bytes),
@@ -645,14 +527,9 @@ async def start_grpc(server: RuntimeServer, settings: Settings, reuse_port: bool
         pool = concurrent.futures.ThreadPoolExecutor(
             settings.max_connections, thread_name_prefix="grpc"
         )
-        handler = (
-            service.threads_handler()
-            if kind == "threads"
-            else service.loop_handler(asyncio.get_running_loop())
-        )
         grpc_server = grpc.server(
             pool,
-            handlers=[handler],
+            handlers=[service.thread_handler(asyncio.get_running_loop())],
             maximum_concurrent_rpcs=settings.max_connections,
             options=options,
         )

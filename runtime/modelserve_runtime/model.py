@@ -3,7 +3,6 @@ signature. The HTTP layer only decodes and encodes."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import gc
 import logging
 import time
@@ -36,10 +35,6 @@ def report_engine_progress(phase: str, elapsed_s: float) -> None:
 
 
 class Model:
-    # Its batcher runs in this process, so other threads may queue requests on it
-    # (enqueue_from_thread); the engine process's workers (engine.RemoteModel) cannot.
-    batches_here = True
-
     def __init__(self, settings: Settings, backend: Backend, metrics: Metrics) -> None:
         self.name = settings.model_name
         self.version = settings.model_version
@@ -182,15 +177,6 @@ class Model:
             feeds, rows, inline=not request.arrives_alone, company=request.company_expected
         )
         return self.select_outputs(request, results)
-
-    def enqueue_from_thread(self, request: InferRequest) -> concurrent.futures.Future:
-        """`infer` for a caller in another thread than the event loop's (grpcio's
-        handler threads): validates, queues, and returns the future of the batch rows,
-        which the caller waits on (or cancels) and hands to `select_outputs`."""
-        if not self.ready or self.batcher is None:
-            raise Unavailable(f"model {self.name!r} is not ready")
-        feeds, rows = self.validate(request)
-        return self.batcher.enqueue_from_thread(feeds, rows, company=request.company_expected)
 
     def select_outputs(
         self, request: InferRequest, results: dict[str, np.ndarray]

@@ -15,7 +15,6 @@ import os
 import signal
 import ssl
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable
 
@@ -83,8 +82,7 @@ class RuntimeServer:
         keys_file = settings.api_keys_file
         self.api_keys = ApiKeys.from_file(keys_file) if keys_file else None
         self.draining = False
-        self.inflight = 0  # inference requests in progress, HTTP and gRPC (see enter)
-        self._inflight_lock = threading.Lock()
+        self.inflight = 0
         self.inflight_gauge = self.metrics.inflight.labels(settings.model_name)
         # Label children are looked up once, not per request (the hot path).
         self.duration = self.metrics.request_duration.labels(
@@ -104,18 +102,6 @@ class RuntimeServer:
             settings.header_timeout_s,
             lambda reason: rejected.labels(reason).inc(),
         )
-
-    def enter(self) -> None:
-        """An inference request starts (on the loop, or in a gRPC handler thread: hence
-        the lock; `+=` is not atomic between threads)."""
-        with self._inflight_lock:
-            self.inflight += 1
-        self.inflight_gauge.inc()
-
-    def leave(self) -> None:
-        with self._inflight_lock:
-            self.inflight -= 1
-        self.inflight_gauge.dec()
 
     def count(self, label_model: str, status: int) -> None:
         """One finished inference request in modelserve_requests_total (HTTP and gRPC)."""
@@ -274,7 +260,8 @@ class RuntimeServer:
         known = name == self.model.name
         # Unknown names share one label value so callers cannot inflate cardinality.
         label_model = self.model.name if known else "_unknown"
-        self.enter()
+        self.inflight += 1
+        self.inflight_gauge.inc()
         status = 500
         try:
             response = await self._infer(request)
@@ -301,7 +288,8 @@ class RuntimeServer:
             status = 500
             return _error(500, "internal error during inference; see the server log")
         finally:
-            self.leave()
+            self.inflight -= 1
+            self.inflight_gauge.dec()
             request["status"] = status
             self.count(label_model, status)
             if known:
