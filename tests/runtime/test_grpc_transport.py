@@ -110,9 +110,9 @@ class RawH2:
     def flush(self) -> None:
         self.sock.sendall(self.conn.data_to_send())
 
-    def headers(self, content_type: str = "application/grpc") -> int:
+    def headers(self, content_type: str = "application/grpc", method: str = "POST") -> int:
         stream = self.conn.get_next_available_stream_id()
-        self.conn.send_headers(stream, [(":method", "POST"), (":scheme", "http"),
+        self.conn.send_headers(stream, [(":method", method), (":scheme", "http"),
                                         (":authority", "x"), (":path", INFER),
                                         ("content-type", content_type), ("te", "trailers")])
         self.flush()
@@ -158,11 +158,14 @@ def test_a_message_that_stops_arriving_is_timed_out(server: Server) -> None:
     client.close()
 
 
-def test_a_request_that_is_not_grpc_is_415(server: Server) -> None:
+def test_a_request_that_is_not_grpc_is_415_or_405(server: Server) -> None:
     client = RawH2(server.grpc_port)
     client.headers(content_type="application/json")
     events = client.events(h2.events.StreamEnded)
     assert _header(events, b":status") == b"415", events
+    client.headers(method="GET")
+    events = client.events(h2.events.StreamEnded)
+    assert _header(events, b":status") == b"405", events
     client.close()
 
 
