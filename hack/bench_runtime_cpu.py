@@ -357,10 +357,10 @@ def main(argv: list[str]) -> int:
             cost = [b / a for a, b in zip(ours_cpu, peer_cpu, strict=True) if a]
             if speed and cost:
                 print(f"  {protocol:<10} c={conc:<4} {show(speed):>16} {show(cost):>28}")
-    for floor_name in ("grpc-floor", "grpc-floor-threads"):
+    for floor_name in ("grpc-floor-h2", "grpc-floor-threads", "grpc-floor"):
         if not any(r["system"] == floor_name for r in rows):
             continue
-        print(f"\nmodelserve's gRPC CPU per request over the do-nothing grpcio server's "
+        print(f"\nmodelserve's gRPC CPU per request over the do-nothing server's "
               f"({floor_name}), same run; medians:")
         for conc in levels:
             ours = pick("modelserve", "grpc", conc, "cpu_us_per_req")

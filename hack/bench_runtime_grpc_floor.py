@@ -1,14 +1,14 @@
-"""The floors of `hack/bench-runtime --cpu`'s gRPC rows: a grpcio server that does nothing
-but answer ModelInfer with a canned response, with the same generic-handler plumbing as
-the modelserve runtime (raw request bytes in, no parsing), on either of grpcio's servers
-the runtime can use (MODELSERVE_GRPC_SERVER): `asyncio` (grpc.aio, on the runtime's
-event loop: uvloop when installed) or `threads` (the thread-pool server). What it costs
-per call is grpcio's own cost, which no server built on that grpcio server can go below;
+"""The floors of `hack/bench-runtime --cpu`'s gRPC rows: a server that does nothing but
+answer ModelInfer with a canned response, on each transport the modelserve runtime can
+use (MODELSERVE_GRPC_SERVER): `h2` (gRPC's HTTP/2 with the h2 library on the event
+loop, as grpc_h2.py, the runtime's default), `threads` (grpcio's thread-pool server) or
+`asyncio` (grpc.aio on the event loop: uvloop when installed), the grpcio ones with the
+same generic-handler plumbing as the runtime (raw request bytes in, no parsing). What it
+costs per call is the transport's own cost, which no server built on it can go below;
 the benchmark prints it as a row in the same run, so every gRPC figure can be read
 against it.
 
-usage: python bench_runtime_grpc_floor.py --grpc-port P [--server asyncio|threads]
-"""
+usage: python bench_runtime_grpc_floor.py --grpc-port P [--server h2|threads|asyncio]"""
 
 from __future__ import annotations
 
