@@ -200,11 +200,12 @@ class H2Protocol(asyncio.Protocol):
         self.listener.connections.add(self)
         host, port = (transport.get_extra_info("peername") or ("?", 0))[:2]
         self.peer = f"ipv6:[{host}]:{port}" if ":" in str(host) else f"ipv4:{host}:{port}"
-        self.conn.initiate_connection()
-        self.conn.update_settings({
+        # In the first SETTINGS frame, and enforced from the first stream on.
+        self.conn.local_settings = h2.settings.Settings(client=False, initial_values={
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.settings.max_connections,
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _WINDOW,
         })
+        self.conn.initiate_connection()
         self.conn.increment_flow_control_window(_WINDOW)
         # A connection must open a call soon, as an HTTP one must send its headers.
         self._arm_idle(self.settings.header_timeout_s)

@@ -184,3 +184,38 @@ def test_bytes_that_are_not_http2_close_the_connection_and_nothing_else(
             pass  # until the server closes it
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         assert call(channel, infer_request(1).SerializeToString(), timeout=30)
+
+
+def test_the_first_settings_announce_the_call_limit_and_a_large_window(server: Server) -> None:
+    client = RawH2(server.grpc_port)
+    client.events(h2.events.RemoteSettingsChanged)
+    settings = client.conn.remote_settings
+    assert settings.max_concurrent_streams == 1000  # --max-connections' default
+    assert settings.initial_window_size == 4 << 20
+    client.close()
+
+
+def test_random_frames_never_take_the_server_down(server: Server) -> None:
+    """Valid preface, then frames with random types, flags, streams and payloads."""
+    rng = np.random.default_rng(14)
+    for _ in range(40):
+        with socket.create_connection(("127.0.0.1", server.grpc_port), timeout=10) as sock:
+            sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes(9)[:3] + b"\x04\0"
+                         + bytes(4))  # an empty SETTINGS frame
+            for _ in range(int(rng.integers(1, 6))):
+                payload = rng.bytes(int(rng.integers(0, 64)))
+                header = (len(payload).to_bytes(3, "big") + bytes([rng.integers(0, 10)])
+                          + bytes([rng.integers(0, 256)])
+                          + int(rng.integers(0, 8)).to_bytes(4, "big"))
+                try:
+                    sock.sendall(header + payload)
+                except OSError:
+                    break
+            sock.settimeout(2)
+            try:
+                while sock.recv(65536):
+                    pass
+            except (TimeoutError, OSError):
+                pass
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        assert call(channel, infer_request(1).SerializeToString(), timeout=30)
