@@ -85,21 +85,24 @@ def status_message(text: str) -> bytes:
 
 
 class H2Call:
-    """One call as grpc_service reads it (its Call protocol)."""
+    """One call as grpc_service reads it (its Call protocol). Its metadata is decoded
+    from the headers only when asked (the API key check), not on every call."""
 
-    __slots__ = ("_metadata", "_peer", "ended", "task")
+    __slots__ = ("_headers", "_peer", "ended", "task")
 
-    def __init__(self, peer: str, metadata: tuple[tuple[str, str | bytes], ...]) -> None:
+    def __init__(self, peer: str, headers: list[tuple[bytes, bytes]]) -> None:
         self._peer = peer
-        self._metadata = metadata
+        self._headers = headers
         self.ended = False  # cancelled by the client, or past its deadline
         self.task: asyncio.Task | None = None
 
     def peer(self) -> str:
         return self._peer
 
-    def metadata(self) -> tuple[tuple[str, str | bytes], ...]:
-        return self._metadata
+    def metadata(self) -> list[tuple[str, str | bytes]]:
+        return [item for name, value in self._headers
+                if name[:1] != b":" and name not in _RESERVED
+                and (item := _metadata(name, value)) is not None]
 
     def done(self) -> bool:
         return self.ended
@@ -290,7 +293,6 @@ class H2Protocol(asyncio.Protocol):
             self.idle.cancel()
             self.idle = None
         method = path = content_type = encoding = timeout = None
-        metadata: list[tuple[str, str | bytes]] = []
         for name, value in headers:
             if name == b":path":
                 path = value
@@ -302,11 +304,8 @@ class H2Protocol(asyncio.Protocol):
                 encoding = value
             elif name == b"grpc-timeout":
                 timeout = value
-            elif name[:1] != b":" and name not in _RESERVED \
-                    and (item := _metadata(name, value)) is not None:
-                metadata.append(item)
         stream = _Stream(self.listener.methods.get(path or b""),
-                         H2Call(self.peer, tuple(metadata)))
+                         H2Call(self.peer, headers))
         self.streams[stream_id] = stream
         if method != b"POST":
             self._refuse_http(stream_id, b"405")  # gRPC calls are POSTs
