@@ -48,8 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("modelserve.grpc")
 
 # gRPC status codes (grpc/status.h); grpc_service maps InferenceError's HTTP status.
-OK, CANCELLED, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL = (
-    0, 1, 4, 8, 12, 13)
+DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL = 4, 8, 12, 13
 # Headers that are the transport's, not the caller's metadata.
 _RESERVED = frozenset({b"content-type", b"te", b"grpc-timeout", b"grpc-encoding",
                        b"grpc-accept-encoding", b"content-length"})
@@ -224,12 +223,15 @@ class H2Protocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            events = self.conn.receive_data(data)
+            self._events(self.conn.receive_data(data))
         except h2.exceptions.ProtocolError as exc:  # h2 has queued GOAWAY(PROTOCOL_ERROR)
             log.info("gRPC peer %s broke HTTP/2: %s", self.peer, exc)
             self._flush()
             self.close()
             return
+        self._flush()
+
+    def _events(self, events: list[h2.events.Event]) -> None:
         opened = []
         for event in events:
             kind = type(event)
@@ -252,7 +254,6 @@ class H2Protocol(asyncio.Protocol):
             if stream is not None and not stream.answered and stream.call.task is None:
                 stream.body_timer = self.loop.call_later(self.settings.body_timeout_s,
                                                          self._body_late, stream_id)
-        self._flush()
 
     def go_away(self) -> None:
         if self.transport is None or self.transport.is_closing():
@@ -380,7 +381,7 @@ class H2Protocol(asyncio.Protocol):
         try:
             self.conn.send_headers(stream_id, [(b":status", b"200"),
                                                (b"content-type", b"application/grpc")])
-        except h2.exceptions.StreamClosedError:
+        except h2.exceptions.ProtocolError:  # the stream or connection is gone
             return
         stream.outbox = memoryview(b"\0" + len(message).to_bytes(4, "big") + message)
         stream.trailers = [(b"grpc-status", b"0")]
@@ -400,7 +401,7 @@ class H2Protocol(asyncio.Protocol):
             if stream.trailers is not None:
                 self.conn.send_headers(stream_id, stream.trailers, end_stream=True)
                 stream.trailers = None
-        except h2.exceptions.StreamClosedError:
+        except h2.exceptions.ProtocolError:  # the stream or connection is gone
             stream.outbox = memoryview(b"")
         self._forget(stream_id)
 
@@ -419,16 +420,19 @@ class H2Protocol(asyncio.Protocol):
             if not self._remote_closed(stream_id):
                 # Answered before its message was all read: the rest is not wanted.
                 self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
-        except h2.exceptions.StreamClosedError:
+        except h2.exceptions.ProtocolError:  # the stream or connection is gone
             pass
         self._forget(stream_id)
         self._flush_soon()
 
     def _refuse_http(self, stream_id: int, status: bytes) -> None:
         self.streams[stream_id].answered = True
-        self.conn.send_headers(stream_id, [(b":status", status)], end_stream=True)
-        if not self._remote_closed(stream_id):
-            self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
+        try:
+            self.conn.send_headers(stream_id, [(b":status", status)], end_stream=True)
+            if not self._remote_closed(stream_id):
+                self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
+        except h2.exceptions.ProtocolError:  # the stream or connection is gone
+            pass
         self._forget(stream_id)
 
     def _remote_closed(self, stream_id: int) -> bool:
