@@ -20,6 +20,7 @@ from .contract import (  # the operator's too
 )
 
 TORCH_COMPILE = ("auto", "off", "default", "max-autotune")
+GRPC_SERVERS = ("h2", "threads", "asyncio")  # --grpc-server (grpc_service.start_grpc)
 
 
 class ConfigError(ValueError):
@@ -52,6 +53,9 @@ class Settings:
     max_body_bytes: int = 64 * 1024 * 1024
     # Open Inference Protocol gRPC port (grpc_service.py); 0: no gRPC listener.
     grpc_port: int = 8081
+    # What takes gRPC calls (grpc_service.start_grpc): h2 on the event loop (grpc_h2.py),
+    # or grpcio's thread-pool or asyncio server, kept as the fallback.
+    grpc_server: str = "h2"
     # Misbehaving clients (connections.py, server.py): a request's line and headers must
     # arrive within header_timeout_s of its first byte, its body within body_timeout_s of
     # its headers; at most max_connections open HTTP connections (and concurrent gRPC
@@ -104,6 +108,7 @@ _OPTIONS: list[tuple[str, str, type, str]] = [
     ("--tls-key", "MODELSERVE_TLS_KEY", str, "tls_key"),
     ("--max-body-bytes", "MODELSERVE_MAX_BODY_BYTES", int, "max_body_bytes"),
     ("--grpc-port", "MODELSERVE_GRPC_PORT", int, "grpc_port"),
+    ("--grpc-server", "MODELSERVE_GRPC_SERVER", str, "grpc_server"),
     ("--header-timeout-s", "MODELSERVE_HEADER_TIMEOUT_S", float, "header_timeout_s"),
     ("--body-timeout-s", "MODELSERVE_BODY_TIMEOUT_S", float, "body_timeout_s"),
     ("--max-connections", "MODELSERVE_MAX_CONNECTIONS", int, "max_connections"),
@@ -194,6 +199,10 @@ def validate(s: Settings) -> None:
             0 <= s.grpc_port < 65536 and s.grpc_port != s.port,
             f"--grpc-port must be in 0..65535 (0: no gRPC) and differ from --port, "
             f"got {s.grpc_port}",
+        ),
+        (
+            s.grpc_server in GRPC_SERVERS,
+            f"--grpc-server must be one of {GRPC_SERVERS}, got {s.grpc_server!r}",
         ),
         (s.header_timeout_s > 0, f"--header-timeout-s must be > 0, got {s.header_timeout_s}"),
         (s.body_timeout_s > 0, f"--body-timeout-s must be > 0, got {s.body_timeout_s}"),

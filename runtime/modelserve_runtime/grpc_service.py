@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -482,14 +481,10 @@ class GrpcListener:
             await asyncio.get_running_loop().run_in_executor(None, done.wait)
 
 
-# MODELSERVE_GRPC_SERVER: which server takes the calls (start_grpc).
-GRPC_SERVERS = ("h2", "threads", "asyncio")
-
-
 async def start_grpc(server: RuntimeServer, settings: Settings, reuse_port: bool) -> GrpcListener:
     """Listen on --grpc-port; the caller stops it (`await listener.stop(grace)`).
 
-    Three servers can take the calls, chosen by MODELSERVE_GRPC_SERVER:
+    Three servers can take the calls, chosen by --grpc-server (MODELSERVE_GRPC_SERVER):
     - `h2` (the default): gRPC's HTTP/2 transport on this event loop (grpc_h2.py), no
       threads at all; calls read together batch together, as HTTP requests do.
     - `threads`: grpcio's thread-pool server, whose handler threads hand each call to
@@ -500,9 +495,7 @@ async def start_grpc(server: RuntimeServer, settings: Settings, reuse_port: bool
     asyncio one on the 2-core VM (hack/bench-runtime --cpu prints all three floors;
     docs/runtime.md has the figures). grpcio's servers stay selectable as the fallback
     should a client need something of HTTP/2 that h2 lacks."""
-    kind = os.environ.get("MODELSERVE_GRPC_SERVER", "h2")
-    if kind not in GRPC_SERVERS:
-        raise RuntimeError(f"MODELSERVE_GRPC_SERVER is {kind!r}; use one of {GRPC_SERVERS}")
+    kind = settings.grpc_server  # one of config.GRPC_SERVERS, checked with the flags
     service = InferenceService(server, arrives_alone=kind == "asyncio")
     if kind == "h2":
         return await _start_h2(service, settings, reuse_port)

@@ -39,6 +39,7 @@ def test_backend_follows_format_when_not_given() -> None:
         ([*BASE, "--tls-cert", "/c"], {}, "together"),
         (BASE, {"MODELSERVE_INSTANCES": "-1"}, "--instances must be in 0..16"),
         ([*BASE, "--grpc-port", "8080"], {}, "--grpc-port must be in 0..65535"),
+        (BASE, {"MODELSERVE_GRPC_SERVER": "grpcio"}, "--grpc-server must be one of"),
         (BASE, {"MODELSERVE_HEADER_TIMEOUT_S": "0"}, "--header-timeout-s must be > 0"),
         ([*BASE, "--body-timeout-s", "-1"], {}, "--body-timeout-s must be > 0"),
         ([*BASE, "--max-connections", "0"], {}, "--max-connections must be >= 1"),

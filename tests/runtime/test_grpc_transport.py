@@ -90,14 +90,6 @@ def test_unknown_method_and_compression_are_unimplemented_saying_so(server: Serv
     assert "send uncompressed" in gzip.value.details()
 
 
-def test_a_passed_deadline_is_deadline_exceeded_and_the_server_goes_on(server: Server) -> None:
-    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
-        with pytest.raises(grpc.RpcError) as late:
-            call(channel, infer_request(1).SerializeToString(), timeout=0.000001)
-        assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        assert call(channel, infer_request(1).SerializeToString(), timeout=30)
-
-
 class RawH2:
     """An HTTP/2 client on a plain socket, for what grpcio's clients never send."""
 
@@ -110,11 +102,13 @@ class RawH2:
     def flush(self) -> None:
         self.sock.sendall(self.conn.data_to_send())
 
-    def headers(self, content_type: str = "application/grpc", method: str = "POST") -> int:
+    def headers(self, content_type: str = "application/grpc", method: str = "POST",
+                extra: tuple[tuple[str, str], ...] = ()) -> int:
         stream = self.conn.get_next_available_stream_id()
         self.conn.send_headers(stream, [(":method", method), (":scheme", "http"),
                                         (":authority", "x"), (":path", INFER),
-                                        ("content-type", content_type), ("te", "trailers")])
+                                        ("content-type", content_type), ("te", "trailers"),
+                                        *extra])
         self.flush()
         return stream
 
@@ -156,6 +150,19 @@ def test_a_message_that_stops_arriving_is_timed_out(server: Server) -> None:
     assert _header(events, b"grpc-status") == b"4", events
     assert b"did not arrive within 1 s" in (_header(events, b"grpc-message") or b"")
     client.close()
+
+
+def test_the_callers_deadline_is_kept_by_the_server(server: Server) -> None:
+    """grpc-timeout 200m and the message held back: DEADLINE_EXCEEDED from the server at
+    the caller's deadline (before --body-timeout-s), and the next call is served."""
+    client = RawH2(server.grpc_port)
+    client.headers(extra=(("grpc-timeout", "200m"),))
+    events = client.events(h2.events.StreamEnded)
+    assert _header(events, b"grpc-status") == b"4", events
+    assert _header(events, b"grpc-message") == b"deadline exceeded"  # not the body's
+    client.close()
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        assert call(channel, infer_request(1).SerializeToString(), timeout=30)
 
 
 def test_a_request_that_is_not_grpc_is_415_or_405(server: Server) -> None:
