@@ -8,7 +8,8 @@ costs per call is the transport's own cost, which no server built on it can go b
 the benchmark prints it as a row in the same run, so every gRPC figure can be read
 against it.
 
-usage: python bench_runtime_grpc_floor.py --grpc-port P [--server h2|threads|asyncio]"""
+usage: python bench_runtime_grpc_floor.py --grpc-port P [--server h2|threads|asyncio]
+"""
 
 from __future__ import annotations
 

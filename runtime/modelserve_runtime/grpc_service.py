@@ -1,6 +1,7 @@
 """gRPC: the Open Inference Protocol v2 service (`inference.GRPCInferenceService`), its
-RPCs running on the HTTP server's event loop, in the same process; grpcio's thread-pool
-server (or its asyncio server) takes the calls (start_grpc says why and how).
+RPCs running on the HTTP server's event loop, in the same process; gRPC's HTTP/2
+transport on that loop (grpc_h2.py) takes the calls, or one of grpcio's servers
+(start_grpc says why and how).
 
 It shares everything behind the wire with HTTP (server.RuntimeServer): the model and
 its batcher, API keys (sent as `authorization: Bearer <key>` or `x-api-key` metadata),
