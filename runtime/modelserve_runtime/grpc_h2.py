@@ -67,6 +67,11 @@ _CONFIG = h2.config.H2Configuration(
     normalize_outbound_headers=False,
 )
 _WINDOW = 4 << 20  # per stream and connection: a large message arrives without stalls
+# h2 answers every PING itself. Keepalive PINGs come seconds apart, and the PINGs clients
+# use to size their windows come with calls; more than this many in one second with no
+# call opened in between is a flood (grpcio's servers also answer one with GOAWAY
+# ENHANCE_YOUR_CALM).
+_PINGS_PER_SECOND = 20
 
 
 def parse_timeout(value: bytes) -> float | None:
@@ -152,11 +157,14 @@ class Listener:
     limits, and the connections to close on stop()."""
 
     def __init__(self, methods: dict[str, Core], settings: Settings,
-                 encode: Callable[[Any], bytes], code_of: Callable[[InferenceError], int]):
+                 encode: Callable[[Any], bytes], code_of: Callable[[InferenceError], int],
+                 on_reject: Callable[[str], None] = lambda reason: None):
         self.methods = {path.encode(): core for path, core in methods.items()}  # by :path
         self.settings = settings
         self.encode = encode
         self.code_of = code_of
+        # modelserve_rejected_connections_total{reason}, as for HTTP connections.
+        self.on_reject = on_reject
         self.connections: set[H2Protocol] = set()
         self.calls = 0  # in progress, over every connection
         self.server: asyncio.Server | None = None
@@ -195,6 +203,8 @@ class H2Protocol(asyncio.Protocol):
         self.idle: asyncio.TimerHandle | None = None
         self.flush_due = False
         self.loop = asyncio.get_running_loop()
+        self.opened_a_call = False
+        self.pings, self.pings_since = 0, 0.0  # PINGs this second since the last call
 
     # --- the connection -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -246,6 +256,8 @@ class H2Protocol(asyncio.Protocol):
                 self._reset(event.stream_id)
             elif kind is h2.events.WindowUpdated:
                 self._window(event.stream_id)
+            elif kind is h2.events.PingReceived and not self.streams and self._ping_flood():
+                return
             elif kind is h2.events.ConnectionTerminated:
                 self.close()
                 return
@@ -274,7 +286,27 @@ class H2Protocol(asyncio.Protocol):
     def _idle_expired(self) -> None:
         self.idle = None
         if not self.streams:
+            if not self.opened_a_call:  # as an HTTP connection that sends no headers
+                self.listener.on_reject("header_timeout")
             self.go_away()
+
+    def _ping_flood(self) -> bool:
+        """Count a PING that came with no call open; True once it is a flood and the
+        connection is closed."""
+        now = self.loop.time()
+        if now - self.pings_since > 1.0:
+            self.pings, self.pings_since = 0, now
+        self.pings += 1
+        if self.pings > _PINGS_PER_SECOND:
+            log.info("gRPC peer %s sent more than %d PINGs in a second: closing", self.peer,
+                     _PINGS_PER_SECOND)
+            self.listener.on_reject("ping_flood")
+            self.conn.close_connection(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM,
+                                       additional_data=b"too_many_pings")
+            self._flush()
+            self.close()
+            return True
+        return False
 
     def _flush(self) -> None:
         self.flush_due = False
@@ -290,6 +322,8 @@ class H2Protocol(asyncio.Protocol):
 
     # --- a call ---------------------------------------------------------------------
     def _request(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.opened_a_call = True
+        self.pings = 0
         if self.idle is not None:
             self.idle.cancel()
             self.idle = None

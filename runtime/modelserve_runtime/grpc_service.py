@@ -556,7 +556,9 @@ async def _start_h2(service: InferenceService, settings: Settings,
     listener = grpc_h2.Listener(
         {f"/{SERVICE}/{name}": core for name, core in service.methods().items()}, settings,
         encode=lambda m: m.SerializeToString(),
-        code_of=lambda exc: _code(exc).value[0])
+        code_of=lambda exc: _code(exc).value[0],
+        on_reject=lambda reason: service.server.metrics.rejected_connections.labels(
+            reason).inc())
     tls = ssl_context(settings)
     try:
         await listener.start(settings.host, settings.grpc_port, tls, reuse_port)

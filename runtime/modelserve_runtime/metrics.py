@@ -56,8 +56,9 @@ class Metrics:
         )
         self.rejected_connections = Counter(
             "modelserve_rejected_connections",
-            "HTTP connections closed before a request: over --max-connections, or headers "
-            "slower than --header-timeout-s.",
+            "Connections closed by the server's limits: HTTP ones over --max-connections, "
+            "HTTP or gRPC ones without a request within --header-timeout-s, gRPC ones that "
+            "flood PINGs.",
             ["reason"],
             registry=r,
         )

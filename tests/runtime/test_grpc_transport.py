@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import numpy as np
 import pytest
@@ -176,10 +177,42 @@ def test_a_request_that_is_not_grpc_is_415_or_405(server: Server) -> None:
     client.close()
 
 
+def rejected(server: Server, reason: str) -> float:
+    """modelserve_rejected_connections_total{reason=...}, read from the HTTP port."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = server.request("GET", "/metrics").body.decode()
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples
+               if sample.name == "modelserve_rejected_connections_total"
+               and sample.labels.get("reason") == reason)
+
+
 def test_a_silent_connection_is_closed_after_the_header_timeout(server: Server) -> None:
+    before = rejected(server, "header_timeout")
     client = RawH2(server.grpc_port)  # preface and settings, then no call
     events = client.events(h2.events.ConnectionTerminated, timeout=10)
     assert any(isinstance(e, h2.events.ConnectionTerminated) for e in events), events
+    client.close()
+    assert rejected(server, "header_timeout") >= before + 1  # counted as HTTP's are
+
+
+def test_a_ping_flood_is_told_to_calm_down(server: Server) -> None:
+    client = RawH2(server.grpc_port)
+    for n in range(50):
+        client.conn.ping(n.to_bytes(8, "big"))
+    client.flush()
+    events = client.events(h2.events.ConnectionTerminated)
+    [end] = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert end.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, end
+    client.close()
+    assert rejected(server, "ping_flood") >= 1
+    # Keepalive PINGs, seconds apart, are answered as ever.
+    client = RawH2(server.grpc_port)
+    client.conn.ping(b"keepaliv")
+    client.flush()
+    assert any(isinstance(e, h2.events.PingAckReceived)
+               for e in client.events(h2.events.PingAckReceived))
     client.close()
 
 
