@@ -9,12 +9,21 @@ the fetch pulls with, as `oras push` would.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import pathlib
 import urllib.error
 import urllib.request
 
 from e2e.host_process import Process, binary, free_port
+
+
+def docker_config(host: str, user: str, password: str) -> str:
+    """What `kubectl create secret docker-registry` stores as .dockerconfigjson."""
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return json.dumps({"auths": {host: {"username": user, "password": password,
+                                        "auth": auth}}})
 
 
 class DistributionRegistry:

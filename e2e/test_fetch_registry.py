@@ -4,9 +4,7 @@ the init container's command as a process; e2e/test_model_storage.py has the pod
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import os
 import pathlib
 import subprocess
@@ -15,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from e2e.registry import DistributionRegistry
+from e2e.registry import DistributionRegistry, docker_config
 
 RUNTIME = str(pathlib.Path(sys.executable).parent / "modelserve-runtime")
 
@@ -103,17 +101,13 @@ def secret(tmp_path: pathlib.Path, **keys: str) -> pathlib.Path:
     return directory
 
 
-def docker_config(uri: str, user: str, password: str) -> str:
-    """What `kubectl create secret docker-registry` stores as .dockerconfigjson."""
-    host = uri.removeprefix("oci://").split("/", 1)[0]
-    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return json.dumps({"auths": {host: {"username": user, "password": password,
-                                        "auth": auth}}})
+def host_of(uri: str) -> str:
+    return uri.removeprefix("oci://").split("/", 1)[0]
 
 
 def test_docker_config_secret_pulls_from_a_private_registry(private, tmp_path):
     uri, digest = private
-    keys = {".dockerconfigjson": docker_config(uri, USER, PASSWORD)}
+    keys = {".dockerconfigjson": docker_config(host_of(uri), USER, PASSWORD)}
     done = run_fetch("--uri", uri, "--sha256", digest, "--dest", str(tmp_path / "m"),
                      secret_dir=secret(tmp_path, **keys))
     assert done.returncode == 0, done.stderr
@@ -128,7 +122,7 @@ def test_username_and_password_keys_pull_too(private, tmp_path):
 
 def test_a_wrong_password_is_access_denied_naming_the_secret(private, tmp_path):
     uri, digest = private
-    keys = {".dockerconfigjson": docker_config(uri, USER, "not-the-password")}
+    keys = {".dockerconfigjson": docker_config(host_of(uri), USER, "not-the-password")}
     done = run_fetch("--uri", uri, "--sha256", digest, "--dest", str(tmp_path / "m"),
                      secret_dir=secret(tmp_path, **keys))
     assert done.returncode == 1

@@ -7,8 +7,6 @@ ModelVersion names: the operator renders the mount and never reads it.
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 
 import pytest
@@ -18,6 +16,7 @@ from e2e.metrics_stack import host_address
 from e2e.models import ModelStore
 from e2e.object_store import IDENTITIES, SeaweedS3
 from e2e.objects import condition, deployment, modelserve, status, wait_status
+from e2e.registry import DistributionRegistry, docker_config
 
 API = "modelserve.io/v1alpha1"
 FAST_PROBES = {"startup": {"periodSeconds": 1}, "readiness": {"periodSeconds": 1}}
@@ -162,8 +161,6 @@ REGISTRY_USER = ("puller", "e2e-registry-pass")
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
-    from e2e.registry import DistributionRegistry
-
     server = DistributionRegistry(tmp_path_factory.mktemp("registry"), bind="0.0.0.0",
                                   advertise=host_address(),
                                   users=dict([REGISTRY_USER])).start()
@@ -177,12 +174,10 @@ def test_model_in_a_private_oci_registry_serves(kubectl, namespace, operator, mo
     docker-registry` makes, named by spec.model.secretRef."""
     uri = registry.push("models/good:v1", models.dir / "good-v1.onnx")
     user, password = REGISTRY_USER
-    docker_config = {"auths": {registry.address: {
-        "auth": base64.b64encode(f"{user}:{password}".encode()).decode()}}}
     kubectl.apply([
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "registry-pull"},
          "type": "kubernetes.io/dockerconfigjson",
-         "stringData": {".dockerconfigjson": json.dumps(docker_config)}},
+         "stringData": {".dockerconfigjson": docker_config(registry.address, user, password)}},
         {"apiVersion": API, "kind": "ModelVersion", "metadata": {"name": "v1"},
          "spec": {"model": {"uri": uri, "format": "onnx", "sha256": models.sha256("good-v1"),
                             "secretRef": {"name": "registry-pull"},

@@ -275,8 +275,7 @@ class RemoteModel(Model):
             except (FileNotFoundError, ConnectionRefusedError):
                 sock.close()
                 time.sleep(0.1)  # the engine is still loading / building
-        header = self._recv_exact(sock, LENGTH.size)
-        sig = pickle.loads(self._recv_exact(sock, LENGTH.unpack(header)[0]))
+        sig = self._recv_frame(sock)
         backend = self.backend
         backend.inputs, backend.outputs = sig["inputs"], sig["outputs"]
         backend.platform = sig["platform"]
@@ -291,10 +290,15 @@ class RemoteModel(Model):
         sock.sendall(frame({"shm": self.shm.name}))
         # The engine may still be warming up (minutes for a cold engine build); it says
         # when it is ready. An engine that fails closes the socket: this load fails too.
-        header = self._recv_exact(sock, LENGTH.size)
-        if pickle.loads(self._recv_exact(sock, LENGTH.unpack(header)[0])) != READY:
+        if self._recv_frame(sock) != READY:
             raise ConnectionError("engine sent something other than its ready frame")
         self._sock = sock
+
+    @classmethod
+    def _recv_frame(cls, sock: socket.socket) -> object:
+        """One frame (wire.frame), read before the link takes the socket over."""
+        header = cls._recv_exact(sock, LENGTH.size)
+        return pickle.loads(cls._recv_exact(sock, LENGTH.unpack(header)[0]))
 
     @staticmethod
     def _recv_exact(sock: socket.socket, n: int) -> bytes:
