@@ -314,3 +314,52 @@ def test_a_cold_build_reports_building_engine_to_the_pods_progress(
     assert ("building engine", None) in seen, seen  # no count: seconds, when asked
     assert phases[0] == "loading the model" and phases[-1] == "loaded", phases
     assert progress.current()["phase"] == "loaded"
+
+
+def test_batches_read_page_locked_arenas_directly_and_match_staged_ones(tmp_path: Path) -> None:
+    """The engine process pins each worker's shared-memory arena (pin_host_memory): a
+    batch whose chunks all lie in pinned arenas goes to the GPU by DMA, one copy per
+    chunk; a batch with any other chunk is staged as before. Same answers either way."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from multiprocessing import shared_memory
+
+    from modelserve_runtime.backends.torch import TorchBackend
+
+    model = tmp_path / "conv.pt2"
+    _conv_program(torch, model)
+    spec = [{"name": "input", "datatype": "FP16", "shape": [-1, 3, 32, 32]}]
+    b = TorchBackend(
+        Settings(
+            model_name="conv", model_path=str(model), model_format="torchscript",
+            backend="torch", precision="fp16", max_batch_size=16,
+            inputs=json.dumps(spec), torch_compile="off",
+        )
+    )
+    b.load()
+    b.warmup()
+    rng = np.random.default_rng(7)
+    rows = [rng.standard_normal((n, 3, 32, 32)).astype(np.float16) for n in (1, 3, 2, 1)]
+    expected = b.infer({"input": [np.concatenate(rows)]}, 7)["output0"]
+    shm = shared_memory.SharedMemory(create=True, size=2 * 7 * 3 * 32 * 32 * 2)
+    try:
+        arena = np.ndarray((14, 3, 32, 32), np.float16, shm.buf)
+        chunks, at = [], 0
+        for r in rows:  # every other slot, as a worker's free list leaves them
+            arena[at : at + len(r)] = r
+            chunks.append(arena[at : at + len(r)])
+            at += 2 * len(r)
+        assert not b._is_pinned(chunks[0])
+        assert b.pin_host_memory(shm.buf)
+        assert all(b._is_pinned(c) for c in chunks)
+        direct = b.infer({"input": chunks}, 7)["output0"]
+        mixed = b.infer({"input": [*chunks[:3], rows[3].copy()]}, 7)["output0"]
+        for got in (direct, mixed):
+            assert np.allclose(got, expected, rtol=1e-2, atol=1e-2)
+        b.unpin_host_memory(shm.buf)
+        assert not b._is_pinned(chunks[0])
+        del arena, chunks
+    finally:
+        shm.close()
+        shm.unlink()
