@@ -78,7 +78,6 @@ class _WorkerPeer:
         self.server = server
         self.link = FrameLink(self._on_frame, self._on_lost)
         self.shm: shared_memory.SharedMemory | None = None
-        self.pinned = False  # the backend reads the arena directly (pin_host_memory)
         self.pending = 0
         self.closed = False
 
@@ -95,8 +94,6 @@ class _WorkerPeer:
         with contextlib.suppress(Exception):
             resource_tracker.unregister(self.shm._name, "shared_memory")  # type: ignore[attr-defined]
         _prefault(self.shm.buf)
-        if self.server.pin_arenas:
-            self.pinned = self.server.model.backend.pin_host_memory(self.shm.buf)
 
     def _on_lost(self) -> None:
         self.closed = True
@@ -106,9 +103,6 @@ class _WorkerPeer:
     def release(self) -> None:
         """Unmap the arena once the worker is gone and no batch still reads from it."""
         if self.closed and not self.pending and self.shm is not None:
-            if self.pinned:
-                self.server.model.backend.unpin_host_memory(self.shm.buf)
-                self.pinned = False
             with contextlib.suppress(BufferError):
                 self.shm.close()
             self.shm = None
@@ -124,9 +118,6 @@ class EngineServer:
 
         self.model = Model(settings, create_backend(settings), self.metrics)
         self.peers: set[_WorkerPeer] = set()
-        # Workers' arenas page-locked for the device to read (backend.pin_host_memory);
-        # MODELSERVE_SHM_PIN=0 stages every batch in the backend's own pinned buffers.
-        self.pin_arenas = os.environ.get("MODELSERVE_SHM_PIN", "1") != "0"
         self.warm = False  # loaded and warmed up: workers may serve
 
     async def serve(self) -> int:

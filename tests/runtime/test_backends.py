@@ -152,17 +152,3 @@ def test_tensorrt_builds_caches_and_reloads(tmp_path: Path) -> None:
     for backend in (first, second):
         out = backend.infer({"x": [x]}, 3)
         np.testing.assert_allclose(out["y"], expected(x)["y"], rtol=1e-4, atol=1e-5)
-
-
-def test_pinned_arena_lookup_takes_only_chunks_wholly_inside_one_arena() -> None:
-    """The torch backend sends a batch by DMA only when every chunk lies inside a
-    page-locked arena (pin_host_memory); the lookup needs no torch."""
-    from modelserve_runtime.backends.torch import TorchBackend
-
-    b = TorchBackend.__new__(TorchBackend)
-    one, two = np.zeros(1000, np.uint8), np.zeros(1000, np.uint8)
-    b._set_pinned([(a.ctypes.data, a.ctypes.data + 1000) for a in (one, two)])
-    assert b._is_pinned(one[10:20]) and b._is_pinned(two) and b._is_pinned(two[999:])
-    assert not b._is_pinned(np.zeros(10, np.uint8))  # elsewhere
-    wider = np.lib.stride_tricks.as_strided(one, shape=(1001,), strides=(1,))
-    assert not b._is_pinned(wider)  # runs past the arena's end

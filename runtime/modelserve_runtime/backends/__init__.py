@@ -66,14 +66,6 @@ class Backend(abc.ABC):
             actual = rows or example_tensor(self.inputs[0], 0).shape[0]
             self.infer(batch, actual)
 
-    def pin_host_memory(self, buf: memoryview) -> bool:
-        """Let the device read `buf` directly (the engine process offers each worker's
-        shared-memory arena); True if this backend now does. Optional."""
-        return False
-
-    def unpin_host_memory(self, buf: memoryview) -> None:  # noqa: B027 - optional hook
-        """Undo `pin_host_memory`, once no batch reads from `buf` any more."""
-
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
 

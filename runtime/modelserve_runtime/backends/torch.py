@@ -406,19 +406,27 @@ class TorchBackend(Backend):
 
     def _infer_cuda(self, slot: _Slot, batch: Chunks, rows: int) -> dict[str, np.ndarray]:
         torch = self.torch
+        # Requests' chunks are concatenated straight into pinned memory: one host copy,
+        # done by torch so the GIL is released and the event loop keeps serving.
+        staged = []
+        for sp in self.inputs:
+            dst = slot.pinned_in[sp.name][:rows]
+            parts = [torch.from_numpy(chunk) for chunk in batch[sp.name]]
+            if len(parts) == 1:
+                dst.copy_(parts[0])
+            else:
+                torch.cat(parts, out=dst)
+            staged.append(dst)
         with torch.no_grad(), torch.cuda.stream(slot.stream):
             if self.use_graphs:
                 bucket = self.graph_buckets[bisect.bisect_left(self.graph_buckets, rows)]
                 g = slot.graphs[bucket]
-                for sp, static in zip(self.inputs, g.inputs, strict=True):
-                    self._to_static(batch[sp.name], static[:rows], slot.pinned_in[sp.name])
+                for static, host in zip(g.inputs, staged, strict=True):
+                    static[:rows].copy_(host, non_blocking=True)
                 g.graph.replay()
                 outs = [o[:rows] for o in g.outputs]
             else:
-                args = [
-                    self._to_device(self._stage(batch[sp.name], slot.pinned_in[sp.name][:rows]))
-                    for sp in self.inputs
-                ]
+                args = [self._to_device(h) for h in staged]
                 outs = [
                     o.float() if o.is_floating_point() else o
                     for o in _flatten_outputs(self.run(*args))
@@ -431,70 +439,3 @@ class TorchBackend(Backend):
             spec.name: host[:rows].numpy().copy()
             for spec, host in zip(self.outputs, slot.pinned_out, strict=True)
         }
-
-    def _stage(self, chunks: list[np.ndarray], dst: Any) -> Any:
-        """Requests' chunks concatenated straight into pinned memory: one host copy,
-        done by torch so the GIL is released and the event loop keeps serving."""
-        parts = [self.torch.from_numpy(chunk) for chunk in chunks]
-        if len(parts) == 1:
-            dst.copy_(parts[0])
-        else:
-            self.torch.cat(parts, out=dst)
-        return dst
-
-    def _to_static(self, chunks: list[np.ndarray], static: Any, pinned: Any) -> None:
-        """Copy a batch's chunks into a graph's static input (on the current stream).
-        Chunks that all lie in page-locked arenas (pin_host_memory) go to the device by
-        DMA, one copy each, with no host copy at all; others are staged in pinned memory
-        first, since a copy from pageable memory would block."""
-        if all(self._is_pinned(chunk) for chunk in chunks):
-            parts = [self.torch.from_numpy(chunk) for chunk in chunks]
-            dsts = static.split([part.shape[0] for part in parts])
-            self.torch._foreach_copy_(list(dsts), parts, non_blocking=True)
-        else:
-            static.copy_(self._stage(chunks, pinned[: static.shape[0]]), non_blocking=True)
-
-    # --- arenas the GPU reads directly (engine process) ------------------------------
-    # (sorted starts, the (start, end) ranges in that order); replaced whole on every
-    # change, so instance threads read it without a lock.
-    _pinned: tuple[tuple[int, ...], tuple[tuple[int, int], ...]] = ((), ())
-
-    def _is_pinned(self, chunk: np.ndarray) -> bool:
-        starts, ranges = self._pinned
-        at = chunk.__array_interface__["data"][0]
-        i = bisect.bisect_right(starts, at) - 1
-        return i >= 0 and at + chunk.nbytes <= ranges[i][1]
-
-    def _set_pinned(self, ranges: list[tuple[int, int]]) -> None:
-        ranges.sort()
-        self._pinned = (tuple(start for start, _ in ranges), tuple(ranges))
-
-    def pin_host_memory(self, buf: memoryview) -> bool:
-        """Page-lock a worker's arena (cudaHostRegister), so batches copy requests from
-        it to the GPU directly: the staging copy was ~30 % of each instance thread's time
-        at saturation (ResNet-50 uint8, 12 workers + engine, H200, py-spy)."""
-        if not self.use_graphs or not len(buf):
-            return False
-        cudart = self.torch.cuda.cudart()
-        start = _address(buf)
-        err = cudart.cudaHostRegister(start, len(buf), 0)
-        if err != cudart.cudaError.success:
-            log.warning(
-                "could not page-lock a worker's shared memory (%s); its requests are staged",
-                cudart.cudaGetErrorString(err),
-            )
-            return False
-        self._set_pinned([*self._pinned[1], (start, start + len(buf))])
-        return True
-
-    def unpin_host_memory(self, buf: memoryview) -> None:
-        start = _address(buf)
-        self._set_pinned([r for r in self._pinned[1] if r[0] != start])
-        cudart = self.torch.cuda.cudart()
-        cudart.cudaHostUnregister(start)
-
-
-def _address(buf: memoryview) -> int:
-    """Where `buf` starts in memory (the temporary view is gone when this returns, so it
-    holds no export that would keep the owner from closing)."""
-    return np.frombuffer(buf, np.uint8).ctypes.data
