@@ -42,6 +42,9 @@ class BatcherStats:
 
     on_queue_depth: Callable[[int], None] = lambda depth: None
     on_batch: Callable[[int, float], None] = lambda rows, seconds: None
+    # Per batch: the seconds its requests waited in the queue, summed, and how many
+    # requests it holds (once per batch, not per request: it runs on the busiest thread).
+    on_queue_wait: Callable[[float, int], None] = lambda seconds, requests: None
 
 
 @dataclass
@@ -50,6 +53,7 @@ class _Item:
     rows: int
     signature: tuple
     future: asyncio.Future = field(repr=False)
+    enqueued: float = 0.0  # monotonic
     inline: bool = True  # may run on the event loop (see Batcher._run_inline)
     company: bool = False  # more requests are on their way: worth waiting for (_form_batch)
 
@@ -155,7 +159,7 @@ class Batcher:
         if len(self._queue) >= self.max_queue_size:
             raise Overloaded(f"queue full ({self.max_queue_size} requests waiting); retry shortly")
         future = asyncio.get_running_loop().create_future()
-        item = _Item(inputs, rows, signature_of(inputs), future, inline, company)
+        item = _Item(inputs, rows, signature_of(inputs), future, time.monotonic(), inline, company)
         self._queue.append(item)
         self._queued_rows += rows
         self.stats.on_queue_depth(len(self._queue))
@@ -264,6 +268,7 @@ class Batcher:
         started = time.monotonic()
         self._started.append(started)
         try:
+            self.stats.on_queue_wait(sum(started - item.enqueued for item in batch), len(batch))
             rows = sum(item.rows for item in batch)
             chunks: dict[str, list[np.ndarray]] = {name: [] for name in batch[0].inputs}
             for item in batch:

@@ -83,6 +83,24 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        # As Triton's nv_inference_queue_duration_us: a request's wait in the batch
+        # queue, apart from its batch's time in the backend (inference_duration), so a
+        # slow answer says which of the two it was. Two counters, added to once per
+        # batch: the mean wait is the rate of the first over the rate of the second.
+        self.queue_duration = Counter(
+            "modelserve_queue_duration_seconds",
+            "Seconds requests waited in the batch queue before their batch went to the "
+            "backend, summed over requests.",
+            ["model"],
+            registry=r,
+        )
+        self.queued_requests = Counter(
+            "modelserve_queued_requests",
+            "Requests that left the batch queue in a batch (the divisor of "
+            "modelserve_queue_duration_seconds_total).",
+            ["model"],
+            registry=r,
+        )
         self.inference_duration = Histogram(
             "modelserve_inference_duration_seconds",
             "Backend time per batch.",

@@ -91,10 +91,16 @@ class Model:
         labels_q = self.metrics.queue_depth.labels(self.name)
         batch_hist = self.metrics.batch_size.labels(self.name)
         infer_hist = self.metrics.inference_duration.labels(self.name)
+        queue_seconds = self.metrics.queue_duration.labels(self.name)
+        queued = self.metrics.queued_requests.labels(self.name)
 
         def on_batch(rows: int, seconds: float) -> None:
             batch_hist.observe(rows)
             infer_hist.observe(seconds)
+
+        def on_queue_wait(seconds: float, requests: int) -> None:
+            queue_seconds.inc(seconds)
+            queued.inc(requests)
 
         s = self.settings
         self.batcher = Batcher(
@@ -103,7 +109,9 @@ class Model:
             max_queue_delay_s=s.max_queue_delay_us / 1e6,
             max_queue_size=s.max_queue_size,
             batchable=self.backend.batchable,
-            stats=BatcherStats(on_queue_depth=labels_q.set, on_batch=on_batch),
+            stats=BatcherStats(
+                on_queue_depth=labels_q.set, on_batch=on_batch, on_queue_wait=on_queue_wait
+            ),
             inline_below_s=s.inline_below_us / 1e6,
         )
         self.batcher.start()

@@ -14,7 +14,9 @@ RUNTIME_METRICS = {
     "modelserve_requests_total", "modelserve_request_duration_seconds_bucket",
     "modelserve_gpu_utilization_percent", "modelserve_gpu_memory_used_bytes",
     "modelserve_gpu_memory_total_bytes", "modelserve_batch_size_bucket",
-    "modelserve_queue_depth",
+    "modelserve_queue_depth", "modelserve_queue_duration_seconds_total",
+    "modelserve_queued_requests_total", "modelserve_inference_duration_seconds_sum",
+    "modelserve_inference_duration_seconds_count",
 }
 OPERATOR_METRICS = {
     "modelserve_operator_modeldeployment_phase", "modelserve_operator_reconciles_total",

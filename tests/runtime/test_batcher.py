@@ -11,7 +11,7 @@ import threading
 import numpy as np
 import pytest
 
-from modelserve_runtime.batcher import Batcher
+from modelserve_runtime.batcher import Batcher, BatcherStats
 from modelserve_runtime.errors import Overloaded
 
 
@@ -332,6 +332,33 @@ def test_requests_expecting_company_wait_for_it_on_an_idle_device() -> None:
         # Without the hint an idle device takes a lone request at once (else: an hour).
         await batcher.submit(rows(1), 1, inline=False)
         assert backend.batches == [3, 1]
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_queue_wait_is_reported_once_per_batch_with_its_requests() -> None:
+    """What requests waited in the queue, apart from their batch's backend time (the
+    modelserve_queue_duration_seconds counter): summed per batch, with the count."""
+
+    async def scenario() -> None:
+        waits: list[tuple[float, int]] = []
+        backend = FakeBackend()
+        batcher = Batcher(
+            backend, max_batch_size=8, max_queue_delay_s=0, max_queue_size=100,
+            stats=BatcherStats(on_queue_wait=lambda s, n: waits.append((s, n))),
+        )
+        batcher.start()
+        backend.gate.clear()
+        first = asyncio.create_task(batcher.submit(rows(1), 1))
+        await wait_entered(backend)
+        others = [asyncio.create_task(batcher.submit(rows(n), n)) for n in (1, 2)]
+        await _until(lambda: batcher.depth == 2)
+        await asyncio.sleep(0.05)  # both queued requests wait at least this long
+        backend.gate.set()
+        await asyncio.gather(first, *others)
+        assert [n for _, n in waits] == [1, 2]  # requests per batch, not rows
+        assert waits[0][0] >= 0 and waits[1][0] >= 2 * 0.05
         await batcher.close()
 
     run(scenario())

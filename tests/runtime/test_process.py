@@ -252,6 +252,7 @@ def test_engine_process_serves_through_shared_memory(tiny_model: Path, tmp_path:
         text = srv.request("GET", "/metrics").body.decode()
         assert 'modelserve_requests_total{model="tiny",status="200",version="1"} 6.0' in text
         assert 'modelserve_batch_size_count{model="tiny"} 6.0' in text  # counted by the engine
+        assert 'modelserve_queued_requests_total{model="tiny"} 6.0' in text
     finally:
         assert stop_server(srv) == 0
     log = srv.stderr_path.read_text()

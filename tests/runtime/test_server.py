@@ -297,6 +297,8 @@ def test_metrics_exposed_with_contract_names(server: Server) -> None:
         'modelserve_batch_size_bucket{le="1.0",model="tiny"}',
         'modelserve_queue_depth{model="tiny"}',
         'modelserve_inference_duration_seconds_count{model="tiny"}',
+        'modelserve_queue_duration_seconds_total{model="tiny"}',
+        'modelserve_queued_requests_total{model="tiny"}',
         'modelserve_inflight_requests{model="tiny"}',
     ):
         assert needle in text, needle
