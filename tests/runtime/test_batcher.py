@@ -358,7 +358,7 @@ def test_queue_wait_is_reported_once_per_batch_with_its_requests() -> None:
         backend.gate.set()
         await asyncio.gather(first, *others)
         assert [n for _, n in waits] == [1, 2]  # requests per batch, not rows
-        assert waits[0][0] >= 0 and waits[1][0] >= 2 * 0.05
+        assert waits[0][0] >= 0 and waits[1][0] >= 2 * 0.045  # asyncio may wake a hair early
         await batcher.close()
 
     run(scenario())
