@@ -258,6 +258,9 @@ class RemoteModel(Model):
         self.socket_path = socket_path
         self.slot_rows = int(os.environ.get("MODELSERVE_SHM_SLOT_ROWS", "4"))
         self.slots = int(os.environ.get("MODELSERVE_SHM_SLOTS", "64"))
+        self.inline_counters = {
+            reason: metrics.inline_requests.labels(reason) for reason in ("slots_busy", "too_large")
+        }
         self._sock: socket.socket | None = None
         self._pending: dict[int, tuple[asyncio.Future, int | None]] = {}
         self.link: FrameLink | None = None
@@ -350,6 +353,7 @@ class RemoteModel(Model):
         base = slot * self.slot_bytes if slot is not None else 0
         offset, in_end = base, base + self.in_bytes
         metas = []
+        inline = None  # why a tensor travels in the frame, if one does
         for name, array in feeds.items():
             if array.dtype.kind == "O":
                 metas.append((name, array.dtype.str, array.shape, None, array))
@@ -360,7 +364,10 @@ class RemoteModel(Model):
                 metas.append((name, array.dtype.str, array.shape, offset, None))
                 offset += array.nbytes
             else:
+                inline = "slots_busy" if slot is None else "too_large"
                 metas.append((name, array.dtype.str, array.shape, None, array.tobytes()))
+        if inline is not None:
+            self.inline_counters[inline].inc()
         self._next_id += 1
         req_id = self._next_id
         fut = asyncio.get_running_loop().create_future()

@@ -101,6 +101,18 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        # Engine mode: a request whose tensors do not fit a shared-memory slot, or that
+        # finds every slot of its worker taken, is pickled into the frame instead (two
+        # more copies, and the engine's event loop unpickles it). Counted so that a
+        # deployment sees when MODELSERVE_SHM_SLOTS / _SLOT_ROWS are too small for its load.
+        self.inline_requests = Counter(
+            "modelserve_engine_inline_requests",
+            "Requests an HTTP or gRPC worker sent to the engine inside the frame rather "
+            "than through shared memory: slots_busy (every slot of the worker taken) or "
+            "too_large (more than a slot holds).",
+            ["reason"],
+            registry=r,
+        )
         self.inference_duration = Histogram(
             "modelserve_inference_duration_seconds",
             "Backend time per batch.",

@@ -253,6 +253,9 @@ def test_engine_process_serves_through_shared_memory(tiny_model: Path, tmp_path:
         assert 'modelserve_requests_total{model="tiny",status="200",version="1"} 6.0' in text
         assert 'modelserve_batch_size_count{model="tiny"} 6.0' in text  # counted by the engine
         assert 'modelserve_queued_requests_total{model="tiny"} 6.0' in text
+        # the 8-row request, more than a slot holds; no request found the slots all taken
+        assert 'modelserve_engine_inline_requests_total{reason="too_large"} 1.0' in text
+        assert 'modelserve_engine_inline_requests_total{reason="slots_busy"} 0.0' in text
     finally:
         assert stop_server(srv) == 0
     log = srv.stderr_path.read_text()
