@@ -82,6 +82,10 @@ class Settings:
     workers: int = 1
     # With workers: 1 = one engine process owns the model, workers only do HTTP.
     engine_process: int = 0
+    # Engine mode: each worker's shared-memory arena holds shm_slots requests of up to
+    # shm_slot_rows rows (engine.py); other requests travel pickled in the frame.
+    shm_slots: int = 64
+    shm_slot_rows: int = 4
     # Not a flag: False in the engine process, whose threads do no HTTP (backends pick
     # their default `instances` by it).
     serves_http: bool = True
@@ -121,6 +125,8 @@ _OPTIONS: list[tuple[str, str, type, str]] = [
     ("--instances", "MODELSERVE_INSTANCES", int, "instances"),
     ("--workers", "MODELSERVE_WORKERS", int, "workers"),
     ("--engine-process", "MODELSERVE_ENGINE_PROCESS", int, "engine_process"),
+    ("--shm-slots", "MODELSERVE_SHM_SLOTS", int, "shm_slots"),
+    ("--shm-slot-rows", "MODELSERVE_SHM_SLOT_ROWS", int, "shm_slot_rows"),
 ]
 
 
@@ -217,6 +223,11 @@ def validate(s: Settings) -> None:
             f"--instances must be in 0..16 (0: the backend's default), got {s.instances}",
         ),
         (s.max_body_bytes >= 1024, f"--max-body-bytes must be >= 1024, got {s.max_body_bytes}"),
+        (1 <= s.shm_slots <= 65536, f"--shm-slots must be in 1..65536, got {s.shm_slots}"),
+        (
+            1 <= s.shm_slot_rows <= 4096,
+            f"--shm-slot-rows must be in 1..4096, got {s.shm_slot_rows}",
+        ),
         (
             (s.tls_cert is None) == (s.tls_key is None),
             "--tls-cert and --tls-key must be given together",

@@ -24,7 +24,6 @@ import contextlib
 import logging
 import math
 import mmap
-import os
 import pickle
 import signal
 import socket
@@ -256,8 +255,8 @@ class RemoteModel(Model):
     def __init__(self, settings: Settings, metrics: Metrics, socket_path: str) -> None:
         super().__init__(settings, _Signature(settings), metrics)
         self.socket_path = socket_path
-        self.slot_rows = int(os.environ.get("MODELSERVE_SHM_SLOT_ROWS", "4"))
-        self.slots = int(os.environ.get("MODELSERVE_SHM_SLOTS", "64"))
+        self.slot_rows = settings.shm_slot_rows
+        self.slots = settings.shm_slots
         self.inline_counters = {
             reason: metrics.inline_requests.labels(reason) for reason in ("slots_busy", "too_large")
         }

@@ -104,7 +104,7 @@ class Metrics:
         # Engine mode: a request whose tensors do not fit a shared-memory slot, or that
         # finds every slot of its worker taken, is pickled into the frame instead (two
         # more copies, and the engine's event loop unpickles it). Counted so that a
-        # deployment sees when MODELSERVE_SHM_SLOTS / _SLOT_ROWS are too small for its load.
+        # deployment sees when --shm-slots / --shm-slot-rows are too small for its load.
         self.inline_requests = Counter(
             "modelserve_engine_inline_requests",
             "Requests an HTTP or gRPC worker sent to the engine inside the frame rather "

@@ -23,6 +23,14 @@ def test_args_override_env() -> None:
     assert (s.model_name, s.port, s.max_batch_size) == ("from-env", 9100, 16)
 
 
+def test_shared_memory_slots_are_settings_with_defaults() -> None:
+    """Engine mode's arena (engine.py): once environment-only and unchecked, now settings."""
+    s = load_settings(BASE, {})
+    assert (s.shm_slots, s.shm_slot_rows) == (64, 4)
+    s = load_settings([*BASE, "--shm-slots", "256"], {"MODELSERVE_SHM_SLOT_ROWS": "1"})
+    assert (s.shm_slots, s.shm_slot_rows) == (256, 1)
+
+
 def test_backend_follows_format_when_not_given() -> None:
     s = load_settings([*BASE, "--format", "torchscript", "--inputs", "[]"], {})
     assert s.backend == "torch"
@@ -44,6 +52,8 @@ def test_backend_follows_format_when_not_given() -> None:
         ([*BASE, "--body-timeout-s", "-1"], {}, "--body-timeout-s must be > 0"),
         ([*BASE, "--max-connections", "0"], {}, "--max-connections must be >= 1"),
         (BASE, {"MODELSERVE_BACKEND": "tvm"}, "--backend must be one of"),
+        (BASE, {"MODELSERVE_SHM_SLOTS": "0"}, "--shm-slots must be in 1..65536, got 0"),
+        (BASE, {"MODELSERVE_SHM_SLOT_ROWS": "four"}, "--shm-slot-rows / MODELSERVE_SHM_SLOT_ROWS"),
     ],
 )
 def test_bad_settings_name_the_flag(argv: list[str], env: dict[str, str], message: str) -> None:
