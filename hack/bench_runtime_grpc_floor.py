@@ -71,17 +71,14 @@ def serve_threads(port: int, model_name: str) -> None:
 def serve_h2(port: int, model_name: str) -> None:
     """gRPC's wire format on the h2 library's HTTP/2 state machine, on the event loop:
     no grpcio, no threads."""
-    import h2.config
     import h2.connection
     import h2.events
 
+    # The runtime's own h2 configuration, so the floor moves with it.
+    from modelserve_runtime.grpc_h2 import CONFIG as config
+
     answer = canned_response(model_name)
     frame = b"\x00" + len(answer).to_bytes(4, "big") + answer
-    config = h2.config.H2Configuration(client_side=False, header_encoding=None,
-                                       validate_inbound_headers=False,
-                                       validate_outbound_headers=False,
-                                       normalize_inbound_headers=False,
-                                       normalize_outbound_headers=False)
     head = [(b":status", b"200"), (b"content-type", b"application/grpc")]
     trailers = [(b"grpc-status", b"0")]
 

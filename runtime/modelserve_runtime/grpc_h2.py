@@ -53,7 +53,7 @@ DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL = 4, 8, 12, 13
 _RESERVED = frozenset({b"content-type", b"te", b"grpc-timeout", b"grpc-encoding",
                        b"grpc-accept-encoding", b"content-length"})
 _TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
-_CONFIG = h2.config.H2Configuration(
+CONFIG = h2.config.H2Configuration(
     client_side=False,
     header_encoding=None,  # bytes in and out: no decoding of every header per call
     # h2's checks of every inbound header, in Python, were ~7 % of a call's CPU (py-spy,
@@ -196,7 +196,7 @@ class H2Protocol(asyncio.Protocol):
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
         self.settings = listener.settings
-        self.conn = h2.connection.H2Connection(config=_CONFIG)
+        self.conn = h2.connection.H2Connection(config=CONFIG)
         self.streams: dict[int, _Stream] = {}
         self.transport: asyncio.Transport | None = None
         self.peer = ""
@@ -267,10 +267,11 @@ class H2Protocol(asyncio.Protocol):
                 stream.body_timer = self.loop.call_later(self.settings.body_timeout_s,
                                                          self._body_late, stream_id)
 
-    def go_away(self) -> None:
+    def go_away(self, code: h2.errors.ErrorCodes = h2.errors.ErrorCodes.NO_ERROR,
+                data: bytes | None = None) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        self.conn.close_connection()
+        self.conn.close_connection(code, additional_data=data)
         self._flush()
         self.close()
 
@@ -301,10 +302,7 @@ class H2Protocol(asyncio.Protocol):
             log.info("gRPC peer %s sent more than %d PINGs in a second: closing", self.peer,
                      _PINGS_PER_SECOND)
             self.listener.on_reject("ping_flood")
-            self.conn.close_connection(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM,
-                                       additional_data=b"too_many_pings")
-            self._flush()
-            self.close()
+            self.go_away(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, b"too_many_pings")
             return True
         return False
 

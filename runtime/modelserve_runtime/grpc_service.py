@@ -491,11 +491,9 @@ async def start_grpc(server: RuntimeServer, settings: Settings, reuse_port: bool
     - `threads`: grpcio's thread-pool server, whose handler threads hand each call to
       this loop and wait for its answer.
     - `asyncio`: grpc.aio on this event loop, through grpcio's poller thread.
-    What differs is the server's own cost per call: a do-nothing ModelInfer costs ~110
-    us of CPU on h2, 190-250 us on grpcio's thread-pool server and 300-390 us on its
-    asyncio one on the 2-core VM (hack/bench-runtime --cpu prints all three floors;
-    docs/runtime.md has the figures). grpcio's servers stay selectable as the fallback
-    should a client need something of HTTP/2 that h2 lacks."""
+    What differs is the server's own cost per call (grpc_h2's docstring has the floors;
+    hack/bench-runtime --cpu measures them). grpcio's servers stay selectable as the
+    fallback should a client need something of HTTP/2 that h2 lacks."""
     kind = settings.grpc_server  # one of config.GRPC_SERVERS, checked with the flags
     service = InferenceService(server, arrives_alone=kind == "asyncio")
     if kind == "h2":

@@ -55,13 +55,17 @@ def progress(r: Round) -> Progress:
     return Progress(done, exceeded, started)
 
 
+def _rolling_out(r: Round) -> list[dict[str, Any]]:
+    """The pods of the revision being rolled out (the canary, else the stable one)."""
+    return r.seen.pods.get(r.plan.canary or r.plan.stable, [])
+
+
 def progress_targets(r: Round, done: Progress) -> list[pod_progress.Target]:
     """The not-Ready pods of the revision being rolled out that have a container running
     to ask for progress; none once the rollout is done (nothing is read in steady state)."""
     if done.done:
         return []
-    return pod_progress.targets(r.seen.pods.get(r.plan.canary or r.plan.stable, []),
-                                r.ctx.settings.port)
+    return pod_progress.targets(_rolling_out(r), r.ctx.settings.port)
 
 
 async def model_progress(r: Round, targets: list[pod_progress.Target]
@@ -69,7 +73,7 @@ async def model_progress(r: Round, targets: list[pod_progress.Target]
     """status.modelProgress: what `targets` (progress_targets) report, if any answers."""
     if not targets:
         return None
-    waiting = pod_progress.waiting(r.seen.pods.get(r.plan.canary or r.plan.stable, []))
+    waiting = pod_progress.waiting(_rolling_out(r))
     reports = await r.ctx.read_progress(targets)
     previous = r.md.get("status", {}).get("modelProgress")
     return pod_progress.summarise(reports, len(waiting), previous, r.now, r.ctx.utcnow())
