@@ -1,4 +1,14 @@
-"""Dynamic batcher: per-model bounded queue -> batches -> backend, off the event loop.
+"""Dynamic batcher: per-model bounded queue -> batches -> backend, in the backend's own
+threads.
+
+Each backend instance has a thread that takes its next batch from the queue itself as
+soon as its last one is done, and hands the results back to the event loop once per
+batch. The loop only queues requests and resolves futures: it never stands between one
+batch and the next. (The batcher before formed batches on the event loop, so a finished
+instance waited for the loop to answer its batch's requests and then to form and hand
+over the next. In the engine process at saturation this one halved the time requests
+wait in the queue, 4.1-4.3 ms against 5.5-9.3 ms, for the same throughput within the
+run's noise: hack/bench-runtime, docs/runtime.md, fourth round.)
 
 Rules, chosen so that batching never costs latency it cannot buy back:
 - A batch closes at `max_batch_size` rows, or when the queue holds nothing more that fits.
@@ -7,9 +17,8 @@ Rules, chosen so that batching never costs latency it cannot buy back:
   waiting while it is busy is free. The wait ends when `max_queue_delay` passes with no
   new arrival; while requests keep arriving, the next batch keeps filling until the
   running one is about to finish (by the measured duration of recent batches), so its
-  host copies overlap the end of the running one. Two half-full batches on a busy GPU
-  cost more than one full one (hack/bench-runtime: ResNet-50 and BERT settled at half
-  the maximum batch under saturation). The wait ends at once if the device goes idle.
+  host copies overlap the end of the running one. The wait ends at once if the device
+  goes idle. One instance fills at a time; the others wait for it.
 - Requests are taken in arrival order; a request whose non-batch dims differ from the
   batch being formed starts the next batch (no reordering, so no starvation).
 - The queue is bounded (requests): when full, `Overloaded` (503 + Retry-After).
@@ -19,9 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -38,12 +47,13 @@ class BatchRunner(Protocol):
 
 @dataclass
 class BatcherStats:
-    """Hooks for metrics; the batcher itself knows nothing of Prometheus."""
+    """Hooks for metrics; the batcher itself knows nothing of Prometheus. Called on the
+    event loop, once per batch (never per request: they run on the busiest thread)."""
 
     on_queue_depth: Callable[[int], None] = lambda depth: None
     on_batch: Callable[[int, float], None] = lambda rows, seconds: None
     # Per batch: the seconds its requests waited in the queue, summed, and how many
-    # requests it holds (once per batch, not per request: it runs on the busiest thread).
+    # requests it holds.
     on_queue_wait: Callable[[float, int], None] = lambda seconds, requests: None
 
 
@@ -54,39 +64,31 @@ class _Item:
     signature: tuple
     future: asyncio.Future = field(repr=False)
     enqueued: float = 0.0  # monotonic
-    inline: bool = True  # may run on the event loop (see Batcher._run_inline)
-    company: bool = False  # more requests are on their way: worth waiting for (_form_batch)
+    inline: bool = True  # may run on the event loop (see Batcher._maybe_inline)
+    company: bool = False  # more requests are on their way: worth waiting for (_fill)
 
 
 @dataclass
 class _Filling:
-    """A formed batch waiting for company: woken by arrivals that complete it (or cannot
-    join it), by the device going idle, by its deadline, or when `gap` passes with no
-    arrival (under a closed-loop load everyone may already be waiting: waiting on for
-    nobody would cost throughput). One timer tick per gap, not a wake-up per arrival:
-    the wait shares the event loop with every request's HTTP handling."""
+    """The batch an instance holds back for company: the rows that would fill it, its
+    signature, and whether a request that cannot join it arrived (then it goes)."""
 
-    need: int  # queued rows that would fill it
+    need: int
     signature: tuple
-    waiter: asyncio.Future
-    deadline: float  # monotonic
-    gap: float
-    arrivals: int = 0
-    _seen: int = -1
+    mismatch: bool = False
 
-    def wake(self) -> None:
-        if not self.waiter.done():
-            self.waiter.set_result(None)
 
-    def tick(self) -> None:
-        now = time.monotonic()
-        if self.waiter.done():
-            return
-        if now >= self.deadline or self.arrivals == self._seen:
-            self.wake()
-            return
-        self._seen = self.arrivals
-        asyncio.get_running_loop().call_later(min(self.gap, self.deadline - now), self.tick)
+@dataclass
+class _Done:
+    """One batch's outcome, handed from its instance thread to the event loop."""
+
+    batch: list[_Item]
+    results: list[dict[str, np.ndarray]] | None  # per item, in order; None on failure
+    error: BaseException | None
+    rows: int
+    seconds: float  # the backend's time for the batch
+    queue_wait: float  # summed over the batch's requests
+    depth: int  # requests still queued when the batch was taken
 
 
 def signature_of(inputs: dict[str, np.ndarray]) -> tuple:
@@ -112,18 +114,20 @@ class Batcher:
         self.max_queue_size = max_queue_size
         self.stats = stats or BatcherStats()
         self.inline_below_s = inline_below_s
-        self.slots = max(1, backend.instances)
+        self.instances = max(1, backend.instances)
         self._queue: collections.deque[_Item] = collections.deque()
-        self._arrived = asyncio.Event()
-        self._free = asyncio.Semaphore(self.slots)
-        self._started: list[float] = []  # monotonic start of each running batch
         self._queued_rows = 0
+        # Guards the queue and the counts below; instance threads wait on it for work.
+        self._cond = threading.Condition(threading.Lock())
+        self._idle = 0  # instance threads waiting for a request
+        self._started: list[float] = []  # monotonic start of each running batch
         self._filling: _Filling | None = None  # the batch waiting for company, if any
+        self._inline_due = False  # a lone request may run on the loop (_maybe_inline)
+        self._arrivals = 0  # requests queued so far (a filling batch watches it move)
         # Exponentially weighted duration of recent batches (None until one has run).
         self.duration_estimate: float | None = None
-        self._executor = ThreadPoolExecutor(self.slots, thread_name_prefix="infer")
-        self._task: asyncio.Task | None = None
-        self._batches: set[asyncio.Task] = set()
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
     @property
@@ -135,14 +139,19 @@ class Batcher:
         return len(self._queue)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
+        """On the event loop: start one thread per backend instance."""
+        self._loop = asyncio.get_running_loop()
+        for i in range(self.instances):
+            thread = threading.Thread(target=self._serve, name=f"infer_{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     async def submit(
         self, inputs: dict[str, np.ndarray], rows: int, inline: bool = True, company: bool = False
     ) -> dict[str, np.ndarray]:
         """Queue one request of `rows` rows; returns its slice of the batch outputs.
-        `inline=False`: never run it on the event loop (see `_run_inline`).
-        `company=True`: the caller knows more requests are on their way (see `_form_batch`)."""
+        `inline=False`: never run it on the event loop (see `_maybe_inline`).
+        `company=True`: the caller knows more requests are on their way (see `_fill`)."""
         return await self.enqueue(inputs, rows, inline, company)
 
     def enqueue(
@@ -160,34 +169,96 @@ class Batcher:
             raise Overloaded(f"queue full ({self.max_queue_size} requests waiting); retry shortly")
         future = asyncio.get_running_loop().create_future()
         item = _Item(inputs, rows, signature_of(inputs), future, time.monotonic(), inline, company)
-        self._queue.append(item)
-        self._queued_rows += rows
-        self.stats.on_queue_depth(len(self._queue))
-        self._arrived.set()
-        filling = self._filling
-        if filling is not None:
-            filling.arrivals += 1
-            if self._queued_rows >= filling.need or item.signature != filling.signature:
-                filling.wake()
+        with self._cond:
+            self._queue.append(item)
+            self._queued_rows += rows
+            self._arrivals += 1
+            filling = self._filling
+            if filling is not None:
+                if item.signature != filling.signature:
+                    filling.mismatch = True
+                if filling.mismatch or self._queued_rows >= filling.need:
+                    self._cond.notify_all()
+            elif self._could_run_inline():
+                # Decided after this loop turn: requests that arrive in the same turn
+                # batch together instead (then an instance takes them).
+                if not self._inline_due:
+                    self._inline_due = True
+                    self._loop.call_soon(self._maybe_inline)  # type: ignore[union-attr]
+            elif self._idle:
+                self._cond.notify()
         return future
 
-    async def _loop(self) -> None:
+    def _could_run_inline(self) -> bool:
+        """Lock held."""
+        estimate = self.duration_estimate
+        return (
+            len(self._queue) == 1
+            and self._queue[0].inline
+            and not self._queue[0].company
+            and not self._started
+            and self._filling is None
+            and estimate is not None
+            and estimate < self.inline_below_s
+        )
+
+    def _maybe_inline(self) -> None:
+        """A lone request on an idle device whose batches take less than
+        `inline_below_s` runs on the event loop thread itself. At low load the instance
+        thread is asleep, and waking it and then the loop cost more than blocking the
+        loop for one short batch: on the H200 machine a hand-off to a sleeping thread and
+        back took 330 us (27 us back to back; hack/probe-wakeups), and ResNet-50 batch-1
+        p50 fell from 2.14 to 1.75 ms over HTTP, no change at concurrency 8 and 64."""
+        with self._cond:
+            self._inline_due = False
+            if not self._could_run_inline():
+                if self._queue and self._idle:
+                    self._cond.notify_all()
+                return
+            item = self._queue.popleft()
+            self._queued_rows -= item.rows
+            mark = time.monotonic()
+            self._started.append(mark)
+        self._deliver(self._execute([item], mark))
+
+    # --- instance threads ---------------------------------------------------------
+    def _serve(self) -> None:
         while True:
-            while not self._queue:
-                self._arrived.clear()
-                await self._arrived.wait()
-            await self._free.acquire()
-            batch = await self._form_batch()
-            if not batch:
-                self._free.release()
-                continue
-            task = asyncio.get_running_loop().create_task(self._run(batch))
-            self._batches.add(task)
-            task.add_done_callback(self._batches.discard)
-            # Not kept while waiting for the next request: the requests' inputs can be
-            # views of memory their owner unmaps once answered (the engine process reads
+            taken = self._next_batch()
+            if taken is None:
+                return
+            done = self._execute(*taken)
+            assert self._loop is not None
+            try:
+                self._loop.call_soon_threadsafe(self._deliver, done)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                return
+            # Not kept while waiting for the next batch: the requests' inputs can be views
+            # of memory their owner unmaps once answered (the engine process reads
             # workers' shared-memory arenas: a view alive at unmap is a BufferError).
-            del batch, task
+            del taken, done
+
+    def _next_batch(self) -> tuple[list[_Item], float] | None:
+        """Wait for requests, take a batch, mark it running (the mark is its start).
+        None once closed and empty."""
+        with self._cond:
+            while True:
+                while not self._queue or self._filling is not None:
+                    if self._closed and not self._queue and self._filling is None:
+                        return None
+                    self._idle += 1
+                    self._cond.wait()
+                    self._idle -= 1
+                batch: list[_Item] = []
+                rows = self._take_fitting(batch, 0)
+                if batch and self._should_fill(batch, rows):
+                    self._fill(batch, rows)
+                if self._queue and self._idle:
+                    self._cond.notify()  # what did not fit goes to the next idle instance
+                if batch:  # else every queued caller had gone
+                    mark = time.monotonic()
+                    self._started.append(mark)
+                    return batch, mark
 
     def _take_fitting(self, batch: list[_Item], rows: int) -> int:
         while self._queue:
@@ -205,6 +276,19 @@ class Batcher:
                 break
         return rows
 
+    def _should_fill(self, batch: list[_Item], rows: int) -> bool:
+        # Wait for company only while the device is busy anyway, or when the requests
+        # say more are coming: gRPC calls reach the loop one at a time, so on an idle
+        # device every call would otherwise go alone (batches of ~1.3 rows measured).
+        return bool(
+            self.delay > 0
+            and (self._started or batch[-1].company)
+            and self.batchable
+            and rows < self.max_rows
+            and not self._queue  # something queued that did not fit: close now
+            and not self._closed
+        )
+
     def _fill_wait_s(self) -> float:
         """How long a batch may wait for company: the delay, or until the oldest running
         batch has a fifth of its expected time left (never more than one batch time)."""
@@ -215,102 +299,84 @@ class Batcher:
             wait = max(wait, min(due, estimate))
         return wait
 
-    async def _form_batch(self) -> list[_Item]:
-        batch: list[_Item] = []
-        rows = self._take_fitting(batch, 0)
-        # Wait for company only while the device is busy anyway, or when the requests
-        # say more are coming: gRPC calls reach the loop one at a time, so on an idle
-        # device every call would otherwise go alone (batches of ~1.3 rows measured).
-        if (
-            batch
-            and self.delay > 0
-            and (self._running > 0 or batch[-1].company)
-            and self.batchable
-            and rows < self.max_rows
-            and not self._queue  # something queued that did not fit: close now
-        ):
-            loop = asyncio.get_running_loop()
-            filling = _Filling(
-                need=self.max_rows - rows,
-                signature=batch[0].signature,
-                waiter=loop.create_future(),
-                deadline=time.monotonic() + self._fill_wait_s(),
-                gap=self.delay,
-            )
-            self._filling = filling
-            filling.tick()
-            try:
-                await filling.waiter
-            finally:
-                self._filling = None
-            self._take_fitting(batch, rows)
-        self.stats.on_queue_depth(len(self._queue))
-        return batch
-
-    def _run_inline(self, batch: list[_Item]) -> bool:
-        """A lone one-request batch on an idle device whose batches take less than
-        `inline_below_s` runs on the event loop thread itself. At low load the worker
-        thread is asleep, and waking it and then the loop cost more than blocking the
-        loop for one short batch: on the H200 machine a hand-off to a sleeping thread and
-        back took 330 us (27 us back to back; hack/probe-wakeups), and ResNet-50 batch-1
-        p50 fell from 2.14 to 1.75 ms over HTTP, no change at concurrency 8 and 64."""
-        estimate = self.duration_estimate
-        return (
-            len(batch) == 1
-            and batch[0].inline
-            and self._running == 1
-            and not self._queue
-            and estimate is not None
-            and estimate < self.inline_below_s
-        )
-
-    async def _run(self, batch: list[_Item]) -> None:
-        started = time.monotonic()
-        self._started.append(started)
+    def _fill(self, batch: list[_Item], rows: int) -> None:
+        """Let the batch wait for company (lock held; `wait` releases it). It goes when
+        arrivals complete it or cannot join it, when the device goes idle, at its
+        deadline, or when `delay` passes with no arrival (under a closed-loop load
+        everyone may already be waiting: waiting on for nobody would cost throughput).
+        Arrivals wake it only when they complete it; the gap is checked once per delay."""
+        filling = self._filling = _Filling(self.max_rows - rows, batch[0].signature)
+        deadline = time.monotonic() + self._fill_wait_s()
         try:
-            self.stats.on_queue_wait(sum(started - item.enqueued for item in batch), len(batch))
-            rows = sum(item.rows for item in batch)
-            chunks: dict[str, list[np.ndarray]] = {name: [] for name in batch[0].inputs}
-            for item in batch:
-                for name, array in item.inputs.items():
-                    chunks[name].append(array)
-            loop = asyncio.get_running_loop()
-            try:
-                if self._run_inline(batch):
-                    outputs = self.backend.infer(chunks, rows)
-                else:
-                    outputs = await loop.run_in_executor(
-                        self._executor, self.backend.infer, chunks, rows
-                    )
-            except Exception as exc:  # the backend failed: every caller gets the error
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
-                return
-            seconds = time.monotonic() - started
-            previous = self.duration_estimate
-            self.duration_estimate = seconds if previous is None else 0.8 * previous + 0.2 * seconds
-            self.stats.on_batch(rows, seconds)
-            offset = 0
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_result(
-                        {name: out[offset : offset + item.rows] for name, out in outputs.items()}
-                    )
-                offset += item.rows
+            while not self._closed:
+                seen = self._arrivals
+                now = time.monotonic()
+                if now >= deadline:
+                    break
+                self._cond.wait(min(self.delay, deadline - now))
+                if filling.mismatch or self._queued_rows >= filling.need:
+                    break
+                if not self._started and not batch[-1].company:
+                    break  # the device idles: go now
+                if self._arrivals == seen:
+                    break  # nobody came for a whole delay
         finally:
-            self._started.remove(started)
-            self._free.release()
-            if self._running == 0 and self._filling is not None:
-                self._filling.wake()  # the device idles: the filling batch goes now
+            self._filling = None
+        self._take_fitting(batch, rows)
+
+    def _execute(self, batch: list[_Item], mark: float) -> _Done:
+        """Run one batch, marked running by the caller with `mark`; unmark it when done."""
+        try:
+            return self._run_batch(batch)
+        finally:
+            with self._cond:
+                self._started.remove(mark)
+                if not self._started and self._filling is not None:
+                    self._cond.notify_all()  # the device idles: the filling batch goes now
+
+    def _run_batch(self, batch: list[_Item]) -> _Done:
+        started = time.monotonic()
+        queue_wait = sum(started - item.enqueued for item in batch)
+        depth = len(self._queue)
+        rows = sum(item.rows for item in batch)
+        chunks: dict[str, list[np.ndarray]] = {name: [] for name in batch[0].inputs}
+        for item in batch:
+            for name, array in item.inputs.items():
+                chunks[name].append(array)
+        try:
+            outputs = self.backend.infer(chunks, rows)
+        except Exception as exc:  # the backend failed: every caller gets the error
+            return _Done(batch, None, exc, rows, time.monotonic() - started, queue_wait, depth)
+        seconds = time.monotonic() - started
+        previous = self.duration_estimate
+        self.duration_estimate = seconds if previous is None else 0.8 * previous + 0.2 * seconds
+        results, offset = [], 0
+        for item in batch:  # each request's slice, cut here rather than on the loop
+            end = offset + item.rows
+            results.append({name: out[offset:end] for name, out in outputs.items()})
+            offset = end
+        return _Done(batch, results, None, rows, seconds, queue_wait, depth)
+
+    # --- back on the event loop -----------------------------------------------------
+    def _deliver(self, done: _Done) -> None:
+        self.stats.on_queue_depth(done.depth)
+        self.stats.on_queue_wait(done.queue_wait, len(done.batch))
+        if done.results is None:
+            for item in done.batch:
+                if not item.future.done():
+                    item.future.set_exception(done.error)  # type: ignore[arg-type]
+            return
+        self.stats.on_batch(done.rows, done.seconds)
+        for item, result in zip(done.batch, done.results, strict=True):
+            if not item.future.done():
+                item.future.set_result(result)
 
     async def close(self) -> None:
         """Stop taking requests; let queued and running batches finish."""
         self._closed = True
-        if self._filling is not None:
-            self._filling.wake()
+        with self._cond:
+            self._cond.notify_all()
         while self._queue or self._running:
             await asyncio.sleep(0.01)
-        if self._task:
-            self._task.cancel()
-        self._executor.shutdown(wait=True)
+        for thread in self._threads:
+            thread.join(timeout=5)

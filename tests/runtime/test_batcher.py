@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -176,8 +177,10 @@ def test_delay_timer_waits_for_company_only_while_busy() -> None:
         backend.entered.clear()
         busy = asyncio.create_task(batcher.submit(rows(1), 1))
         await wait_entered(backend)
-        # Device busy: the second slot waits for the batch to fill up to 4 rows.
+        # Device busy: the second instance waits for the batch to fill up to 4 rows, and
+        # runs it then (the first batch is still held at the gate).
         tasks = [asyncio.create_task(batcher.submit(rows(1), 1)) for _ in range(4)]
+        await asyncio.wait_for(_until(lambda: backend.calls == 3), 30)
         backend.gate.set()
         await asyncio.gather(busy, *tasks)
         # Two slots finish in either order; what matters is that the four formed one batch.
@@ -360,5 +363,59 @@ def test_queue_wait_is_reported_once_per_batch_with_its_requests() -> None:
         assert [n for _, n in waits] == [1, 2]  # requests per batch, not rows
         assert waits[0][0] >= 0 and waits[1][0] >= 2 * 0.045  # asyncio may wake a hair early
         await batcher.close()
+
+    run(scenario())
+
+
+def test_an_instance_takes_its_next_batch_without_the_event_loop() -> None:
+    """The instance thread goes from one batch to the next on its own: with the event
+    loop blocked, a finished instance still starts what was queued behind it."""
+
+    async def scenario() -> None:
+        backend = FakeBackend()
+        batcher = Batcher(backend, max_batch_size=8, max_queue_delay_s=0, max_queue_size=100)
+        batcher.start()
+        backend.gate.clear()
+        first = asyncio.create_task(batcher.submit(rows(1), 1))
+        await wait_entered(backend)
+        queued = [asyncio.create_task(batcher.submit(rows(1), 1)) for _ in range(2)]
+        await _until(lambda: batcher.depth == 2)
+        backend.gate.set()
+        deadline = time.monotonic() + 30
+        while backend.calls < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)  # blocks the loop: only the instance thread can move
+        assert backend.calls == 2
+        await asyncio.gather(first, *queued)
+        assert backend.batches == [1, 2]
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_callers_that_went_away_are_skipped() -> None:
+    """A request whose caller gave up while queued never reaches the backend; a queue of
+    nothing but such requests runs no batch at all."""
+
+    async def scenario() -> None:
+        backend = FakeBackend()
+        batcher = Batcher(backend, max_batch_size=8, max_queue_delay_s=0, max_queue_size=100)
+        batcher.start()
+        backend.gate.clear()
+        first = asyncio.create_task(batcher.submit(rows(1), 1))
+        await wait_entered(backend)
+        queued = [batcher.enqueue(rows(n), n) for n in (1, 2, 3)]
+        queued[1].cancel()
+        backend.gate.set()
+        await asyncio.gather(first, queued[0], queued[2])
+        assert backend.batches == [1, 4]  # the 2-row request left before its batch
+        backend.gate.clear()
+        busy = asyncio.create_task(batcher.submit(rows(1), 1))
+        await _until(lambda: backend.calls == 3)
+        for future in [batcher.enqueue(rows(1), 1) for _ in range(3)]:
+            future.cancel()
+        backend.gate.set()
+        await busy
+        await batcher.close()
+        assert backend.batches == [1, 4, 1]
 
     run(scenario())
