@@ -117,6 +117,7 @@ class EngineServer:
 
         self.model = Model(settings, create_backend(settings), self.metrics)
         self.peers: set[_WorkerPeer] = set()
+        self.inside_seconds = self.metrics.engine_inside.labels(settings.model_name)
         self.warm = False  # loaded and warmed up: workers may serve
 
     async def serve(self) -> int:
@@ -172,6 +173,7 @@ class EngineServer:
         return peer.link
 
     def request(self, peer: _WorkerPeer, msg: dict) -> None:
+        received = time.monotonic()
         assert peer.shm is not None and self.model.batcher is not None
         buf = peer.shm.buf
         feeds = {}
@@ -191,9 +193,11 @@ class EngineServer:
             peer.link.send({"id": msg["id"], "error": str(exc), "status": exc.status})
             return
         peer.pending += 1
-        future.add_done_callback(partial(self._reply, peer, msg))
+        future.add_done_callback(partial(self._reply, peer, msg, received))
 
-    def _reply(self, peer: _WorkerPeer, msg: dict, future: asyncio.Future) -> None:
+    def _reply(
+        self, peer: _WorkerPeer, msg: dict, received: float, future: asyncio.Future
+    ) -> None:
         peer.pending -= 1
         try:
             if peer.closed:
@@ -225,6 +229,7 @@ class EngineServer:
                     out_meta.append((name, array.dtype.str, array.shape, None, array))
             peer.link.send({"id": msg["id"], "outputs": out_meta})
         finally:
+            self.inside_seconds.inc(time.monotonic() - received)
             peer.release()
 
 
@@ -260,6 +265,8 @@ class RemoteModel(Model):
         self.inline_counters = {
             reason: metrics.inline_requests.labels(reason) for reason in ("slots_busy", "too_large")
         }
+        self.roundtrip_seconds = metrics.engine_roundtrip.labels(self.name)
+        self.roundtrips = metrics.engine_roundtrips.labels(self.name)
         self._sock: socket.socket | None = None
         self._pending: dict[int, tuple[asyncio.Future, int | None]] = {}
         self.link: FrameLink | None = None
@@ -371,6 +378,7 @@ class RemoteModel(Model):
         req_id = self._next_id
         fut = asyncio.get_running_loop().create_future()
         self._pending[req_id] = (fut, slot)
+        sent = time.monotonic()
         self.link.send(
             {
                 "id": req_id,
@@ -382,6 +390,8 @@ class RemoteModel(Model):
         )
         # Cancelled here, the slot stays taken until the engine answers (_on_reply).
         reply = await fut
+        self.roundtrip_seconds.inc(time.monotonic() - sent)
+        self.roundtrips.inc()
         try:
             if "error" in reply:
                 raise InferenceError(reply["error"], reply["status"])

@@ -101,6 +101,35 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        # Engine mode: a request's round trip from its HTTP or gRPC worker through the
+        # engine process and back (frame out, queue, backend, reply in), as the worker
+        # sees it. Beside the queue wait and the backend time it says how long the hop
+        # itself takes: the two process wake-ups, the engine's event loop and the wire.
+        self.engine_roundtrip = Counter(
+            "modelserve_engine_roundtrip_seconds",
+            "Engine mode: seconds from a worker sending a request to the engine process "
+            "to the engine's answer arriving, summed over requests.",
+            ["model"],
+            registry=r,
+        )
+        self.engine_roundtrips = Counter(
+            "modelserve_engine_roundtrips",
+            "Engine mode: requests a worker sent to the engine process and got answered "
+            "(the divisor of modelserve_engine_roundtrip_seconds_total).",
+            ["model"],
+            registry=r,
+        )
+        # The engine's side of that round trip: from the request's frame being read to
+        # its answer being queued for sending; divided by modelserve_queued_requests_total
+        # (every request in the engine crosses the queue). Round trip minus this is the
+        # wire and the worker's event loop.
+        self.engine_inside = Counter(
+            "modelserve_engine_inside_seconds",
+            "Engine mode: seconds requests spent inside the engine process, from their "
+            "frame being read to their answer being queued for sending, summed.",
+            ["model"],
+            registry=r,
+        )
         # Engine mode: a request whose tensors do not fit a shared-memory slot, or that
         # finds every slot of its worker taken, is pickled into the frame instead (two
         # more copies, and the engine's event loop unpickles it). Counted so that a

@@ -16,7 +16,8 @@ RUNTIME_METRICS = {
     "modelserve_gpu_memory_total_bytes", "modelserve_batch_size_bucket",
     "modelserve_queue_depth", "modelserve_queue_duration_seconds_total",
     "modelserve_queued_requests_total", "modelserve_inference_duration_seconds_sum",
-    "modelserve_inference_duration_seconds_count",
+    "modelserve_inference_duration_seconds_count", "modelserve_engine_roundtrip_seconds_total",
+    "modelserve_engine_roundtrips_total",
 }
 OPERATOR_METRICS = {
     "modelserve_operator_modeldeployment_phase", "modelserve_operator_reconciles_total",

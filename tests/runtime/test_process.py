@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -253,6 +254,15 @@ def test_engine_process_serves_through_shared_memory(tiny_model: Path, tmp_path:
         assert 'modelserve_requests_total{model="tiny",status="200",version="1"} 6.0' in text
         assert 'modelserve_batch_size_count{model="tiny"} 6.0' in text  # counted by the engine
         assert 'modelserve_queued_requests_total{model="tiny"} 6.0' in text
+        # each of them went worker -> engine -> worker once, and that took some time
+        assert 'modelserve_engine_roundtrips_total{model="tiny"} 6.0' in text
+        [roundtrip] = re.findall(
+            r'modelserve_engine_roundtrip_seconds_total\{model="tiny"\} (\S+)', text
+        )
+        [inside] = re.findall(
+            r'modelserve_engine_inside_seconds_total\{model="tiny"\} (\S+)', text
+        )
+        assert 0 < float(inside) < float(roundtrip)  # the engine's part of the trip
         # the 8-row request, more than a slot holds; no request found the slots all taken
         assert 'modelserve_engine_inline_requests_total{reason="too_large"} 1.0' in text
         assert 'modelserve_engine_inline_requests_total{reason="slots_busy"} 0.0' in text
