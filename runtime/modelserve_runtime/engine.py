@@ -13,8 +13,10 @@ arena cut into slots; a request's input bytes go into a free slot and the engine
 the outputs back into the same slot. Requests that do not fit (or find no free slot)
 travel inline in the frame instead; nothing ever blocks on slots.
 
-Both ends speak through `wire.FrameLink`; the engine answers from each batch future's
-callback (no task per request): its event loop is the one thread every request crosses.
+Both ends speak through `wire.FrameLink`. The engine's event loop reads the requests
+and queues them; the instance thread that ran a batch writes its outputs into the slots
+and sends the answers (`Batcher.enqueue(answer=...)`, `FrameLink.send_threadsafe`), so
+the loop is crossed once per request, not twice.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import mmap
 import pickle
 import signal
 import socket
+import threading
 import time
 from dataclasses import replace
 from functools import partial
@@ -71,12 +74,15 @@ def _prefault(buf: memoryview, write: bool = False) -> None:
 
 # --- engine side -------------------------------------------------------------------
 class _WorkerPeer:
-    """The engine's end of one worker's link: the link, the worker's arena, its load."""
+    """The engine's end of one worker's link: the link, the worker's arena, its load.
+    Answers are written from instance threads: `lock` keeps the arena mapped while one
+    writes into it, and keeps `pending` right."""
 
     def __init__(self, server: EngineServer) -> None:
         self.server = server
         self.link = FrameLink(self._on_frame, self._on_lost)
         self.shm: shared_memory.SharedMemory | None = None
+        self.lock = threading.Lock()
         self.pending = 0
         self.closed = False
 
@@ -101,10 +107,11 @@ class _WorkerPeer:
 
     def release(self) -> None:
         """Unmap the arena once the worker is gone and no batch still reads from it."""
-        if self.closed and not self.pending and self.shm is not None:
-            with contextlib.suppress(BufferError):
-                self.shm.close()
-            self.shm = None
+        with self.lock:
+            if self.closed and not self.pending and self.shm is not None:
+                with contextlib.suppress(BufferError):
+                    self.shm.close()
+                self.shm = None
 
 
 class EngineServer:
@@ -187,50 +194,64 @@ class EngineServer:
             else:
                 count = math.prod(shape)
                 feeds[name] = np.frombuffer(buf, dtype, count, offset).reshape(shape)
+        with peer.lock:
+            peer.pending += 1
         try:
-            future = self.model.batcher.enqueue(feeds, msg["rows"])
+            # Answered from the thread that runs the batch, not through this event loop:
+            # at saturation a batch's answers waited ~8 ms for it (docs/runtime.md).
+            self.model.batcher.enqueue(
+                feeds, msg["rows"], answer=partial(self._answer, peer, msg, received)
+            )
         except InferenceError as exc:
+            with peer.lock:
+                peer.pending -= 1
             peer.link.send({"id": msg["id"], "error": str(exc), "status": exc.status})
-            return
-        peer.pending += 1
-        future.add_done_callback(partial(self._reply, peer, msg, received))
 
-    def _reply(
-        self, peer: _WorkerPeer, msg: dict, received: float, future: asyncio.Future
+    def _answer(
+        self,
+        peer: _WorkerPeer,
+        msg: dict,
+        received: float,
+        result: dict[str, np.ndarray] | None,
+        error: BaseException | None,
     ) -> None:
-        peer.pending -= 1
+        """One request's answer, on the thread that ran its batch."""
         try:
-            if peer.closed:
-                return  # the worker is gone; nobody to answer
-            if future.cancelled():
-                peer.link.send({"id": msg["id"], "error": "request cancelled", "status": 503})
-                return
-            exc = future.exception()
-            if isinstance(exc, InferenceError):
-                peer.link.send({"id": msg["id"], "error": str(exc), "status": exc.status})
-                return
-            if exc is not None:  # the backend failed
-                log.error("inference failed", exc_info=exc)
-                peer.link.send(
-                    {"id": msg["id"], "error": f"inference failed: {exc}", "status": 500}
-                )
-                return
-            assert peer.shm is not None
-            buf = peer.shm.buf
-            out_meta = []
-            offset, end = msg["out_offset"], msg["out_offset"] + msg["out_capacity"]
-            for name, array in future.result().items():
-                array = np.ascontiguousarray(array)
-                if array.dtype.kind != "O" and offset + array.nbytes <= end:
-                    buf[offset : offset + array.nbytes] = array.reshape(-1).view(np.uint8)
-                    out_meta.append((name, array.dtype.str, array.shape, offset, None))
-                    offset += array.nbytes
-                else:
-                    out_meta.append((name, array.dtype.str, array.shape, None, array))
-            peer.link.send({"id": msg["id"], "outputs": out_meta})
+            if isinstance(error, InferenceError):
+                reply = {"id": msg["id"], "error": str(error), "status": error.status}
+            elif error is not None:  # the backend failed
+                log.error("inference failed", exc_info=error)
+                reply = {"id": msg["id"], "error": f"inference failed: {error}", "status": 500}
+            else:
+                assert result is not None
+                with peer.lock:
+                    if peer.closed or peer.shm is None:
+                        return  # the worker is gone; nobody to answer
+                    reply = {"id": msg["id"], "outputs": self._write_outputs(peer.shm, msg, result)}
+            peer.link.send_threadsafe(reply)
         finally:
             self.inside_seconds.inc(time.monotonic() - received)
+            with peer.lock:
+                peer.pending -= 1
             peer.release()
+
+    @staticmethod
+    def _write_outputs(
+        shm: shared_memory.SharedMemory, msg: dict, result: dict[str, np.ndarray]
+    ) -> list[tuple]:
+        """Outputs into the request's slot where they fit; inline in the frame if not."""
+        buf = shm.buf
+        out_meta = []
+        offset, end = msg["out_offset"], msg["out_offset"] + msg["out_capacity"]
+        for name, array in result.items():
+            array = np.ascontiguousarray(array)
+            if array.dtype.kind != "O" and offset + array.nbytes <= end:
+                buf[offset : offset + array.nbytes] = array.reshape(-1).view(np.uint8)
+                out_meta.append((name, array.dtype.str, array.shape, offset, None))
+                offset += array.nbytes
+            else:
+                out_meta.append((name, array.dtype.str, array.shape, None, array))
+        return out_meta
 
 
 def run_engine(settings: Settings, socket_path: str) -> int:

@@ -10,9 +10,11 @@ request cost more than the frames themselves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import pickle
 import struct
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -37,11 +39,14 @@ class FrameLink(asyncio.Protocol):
         self.on_frame = on_frame
         self.on_lost = on_lost
         self.transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._inbox = bytearray()
         self._outbox: list[bytes] = []
+        self._lock = threading.Lock()  # the outbox: send_threadsafe appends from threads
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._loop = asyncio.get_running_loop()
         if self._outbox:  # sent before the transport existed (the engine's greeting)
             self._flush()
 
@@ -63,15 +68,32 @@ class FrameLink(asyncio.Protocol):
             del inbox[:pos]
 
     def send(self, obj: Any) -> None:
-        if not self._outbox and self.transport is not None:
+        """On the event loop."""
+        data = frame(obj)
+        with self._lock:
+            first = not self._outbox
+            self._outbox.append(data)
+        if first and self.transport is not None:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._outbox.append(frame(obj))
+
+    def send_threadsafe(self, obj: Any) -> None:
+        """From any thread: pickled here, written by the event loop, which is woken once
+        for all the frames sent before it flushes."""
+        data = frame(obj)
+        with self._lock:
+            first = not self._outbox
+            self._outbox.append(data)
+        if first and self._loop is not None and self.transport is not None:
+            # RuntimeError: the loop is closed, and the link is gone with it.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._flush)
 
     def _flush(self) -> None:
         if self.transport is None:
             return
-        frames, self._outbox = self._outbox, []
-        if not self.transport.is_closing():
+        with self._lock:
+            frames, self._outbox = self._outbox, []
+        if frames and not self.transport.is_closing():
             self.transport.write(b"".join(frames))
 
     def close(self) -> None:

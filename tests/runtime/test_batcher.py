@@ -419,3 +419,40 @@ def test_callers_that_went_away_are_skipped() -> None:
         assert backend.batches == [1, 4, 1]
 
     run(scenario())
+
+
+def test_callers_with_an_answer_get_it_on_the_batch_thread_without_a_future() -> None:
+    """The engine process's way: `answer(outputs, error)` from the thread that ran the
+    batch, each caller its own slice; a backend failure reaches every answer."""
+
+    async def scenario() -> None:
+        backend = FakeBackend()
+        batcher = Batcher(backend, max_batch_size=8, max_queue_delay_s=0, max_queue_size=100)
+        batcher.start()
+        got: list[tuple[str, object, object]] = []
+        done = threading.Event()
+
+        def answer(result, error) -> None:
+            got.append((threading.current_thread().name, result, error))
+            if len(got) == 3:
+                done.set()
+
+        backend.gate.clear()
+        first = asyncio.create_task(batcher.submit(rows(1), 1))
+        await wait_entered(backend)
+        assert batcher.enqueue(rows(1, 1), 1, answer=answer) is None
+        assert batcher.enqueue(rows(2, 2), 2, answer=answer) is None
+        backend.gate.set()
+        await first
+        await _until(lambda: len(got) == 2)
+        assert {name for name, _, _ in got} == {"infer_0"}
+        np.testing.assert_array_equal(got[0][1]["y"], np.full((1, 2), 2.0))
+        np.testing.assert_array_equal(got[1][1]["y"], np.full((2, 2), 4.0))
+        backend.fail = True
+        batcher.enqueue(rows(1), 1, answer=answer)
+        await _until(done.is_set)
+        assert got[2][1] is None and "on fire" in str(got[2][2])
+        assert backend.batches == [1, 3]
+        await batcher.close()
+
+    run(scenario())

@@ -4,6 +4,7 @@ and writes within one event-loop turn coalesced into one send."""
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from modelserve_runtime.wire import FrameLink
 from modelserve_runtime.wire import frame as _frame
@@ -68,5 +69,36 @@ def test_sends_in_one_loop_turn_leave_as_one_write_and_wait_for_the_transport() 
         link.on_lost = lambda: lost.append(True)
         link.connection_lost(None)
         assert lost == [True]
+
+    asyncio.run(scenario())
+
+
+def test_frames_sent_from_other_threads_are_written_by_the_loop_in_order() -> None:
+    """The engine answers from its instance threads: send_threadsafe pickles there, and
+    the event loop writes what several threads sent, every frame whole and each thread's
+    in its order, woken once per flush rather than once per frame."""
+
+    async def scenario() -> None:
+        link = FrameLink(lambda obj: None)
+        transport = FakeTransport()
+        link.connection_made(transport)
+
+        def sender(tag: str) -> None:
+            for i in range(200):
+                link.send_threadsafe((tag, i))
+
+        threads = [threading.Thread(target=sender, args=(t,)) for t in "abc"]
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0)  # the last wake-up's flush
+        got: list[object] = []
+        reader = FrameLink(got.append)
+        reader.data_received(b"".join(transport.writes))
+        for tag in "abc":
+            assert [i for t, i in got if t == tag] == list(range(200))  # type: ignore[misc]
+        assert len(got) == 600
+        assert len(transport.writes) < 600  # frames that queued up left together
 
     asyncio.run(scenario())
