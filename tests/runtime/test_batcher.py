@@ -456,3 +456,27 @@ def test_callers_with_an_answer_get_it_on_the_batch_thread_without_a_future() ->
         await batcher.close()
 
     run(scenario())
+
+
+def test_queue_depth_is_reported_while_the_backend_is_stuck() -> None:
+    """The autoscaler reads the queue depth: requests piling up behind a batch that
+    never ends still show, without waiting for a batch to report them."""
+
+    async def scenario() -> None:
+        depths: list[int] = []
+        backend = FakeBackend()
+        batcher = Batcher(
+            backend, max_batch_size=1, max_queue_delay_s=0, max_queue_size=100,
+            stats=BatcherStats(on_queue_depth=depths.append),
+        )
+        batcher.start()
+        backend.gate.clear()
+        stuck = asyncio.create_task(batcher.submit(rows(1), 1))
+        await wait_entered(backend)
+        waiting = [asyncio.create_task(batcher.submit(rows(1), 1)) for _ in range(5)]
+        await asyncio.wait_for(_until(lambda: depths and depths[-1] == 5), 30)
+        backend.gate.set()
+        await asyncio.gather(stuck, *waiting)
+        await batcher.close()
+
+    run(scenario())
