@@ -69,24 +69,24 @@ class FrameLink(asyncio.Protocol):
 
     def send(self, obj: Any) -> None:
         """On the event loop."""
-        data = frame(obj)
-        with self._lock:
-            first = not self._outbox
-            self._outbox.append(data)
-        if first and self.transport is not None:
+        if self._queue(frame(obj)):
             asyncio.get_running_loop().call_soon(self._flush)
 
     def send_threadsafe(self, obj: Any) -> None:
         """From any thread: pickled here, written by the event loop, which is woken once
         for all the frames sent before it flushes."""
-        data = frame(obj)
-        with self._lock:
-            first = not self._outbox
-            self._outbox.append(data)
-        if first and self._loop is not None and self.transport is not None:
+        if self._queue(frame(obj)) and self._loop is not None:
             # RuntimeError: the loop is closed, and the link is gone with it.
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._flush)
+
+    def _queue(self, data: bytes) -> bool:
+        """Into the outbox; True when a flush must be scheduled (the first frame since
+        the last flush, on a connected link)."""
+        with self._lock:
+            first = not self._outbox
+            self._outbox.append(data)
+        return first and self.transport is not None
 
     def _flush(self) -> None:
         if self.transport is None:
