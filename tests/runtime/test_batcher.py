@@ -66,6 +66,18 @@ async def busy_device(max_batch: int, delay_s: float) -> tuple[FakeBackend, Batc
     return backend, batcher, busy
 
 
+async def one_batch_held(max_batch: int = 8) -> tuple[FakeBackend, Batcher, asyncio.Task]:
+    """One instance, no fill delay, and a one-row batch held at the gate: what is
+    submitted next queues behind it."""
+    backend = FakeBackend()
+    batcher = Batcher(backend, max_batch_size=max_batch, max_queue_delay_s=0, max_queue_size=100)
+    batcher.start()
+    backend.gate.clear()
+    first = asyncio.create_task(batcher.submit(rows(1), 1))
+    await wait_entered(backend)
+    return backend, batcher, first
+
+
 def run(coro):
     return asyncio.run(coro)
 
@@ -372,12 +384,7 @@ def test_an_instance_takes_its_next_batch_without_the_event_loop() -> None:
     loop blocked, a finished instance still starts what was queued behind it."""
 
     async def scenario() -> None:
-        backend = FakeBackend()
-        batcher = Batcher(backend, max_batch_size=8, max_queue_delay_s=0, max_queue_size=100)
-        batcher.start()
-        backend.gate.clear()
-        first = asyncio.create_task(batcher.submit(rows(1), 1))
-        await wait_entered(backend)
+        backend, batcher, first = await one_batch_held()
         queued = [asyncio.create_task(batcher.submit(rows(1), 1)) for _ in range(2)]
         await _until(lambda: batcher.depth == 2)
         backend.gate.set()
@@ -397,12 +404,7 @@ def test_callers_that_went_away_are_skipped() -> None:
     nothing but such requests runs no batch at all."""
 
     async def scenario() -> None:
-        backend = FakeBackend()
-        batcher = Batcher(backend, max_batch_size=8, max_queue_delay_s=0, max_queue_size=100)
-        batcher.start()
-        backend.gate.clear()
-        first = asyncio.create_task(batcher.submit(rows(1), 1))
-        await wait_entered(backend)
+        backend, batcher, first = await one_batch_held()
         queued = [batcher.enqueue(rows(n), n) for n in (1, 2, 3)]
         queued[1].cancel()
         backend.gate.set()
@@ -426,9 +428,6 @@ def test_callers_with_an_answer_get_it_on_the_batch_thread_without_a_future() ->
     batch, each caller its own slice; a backend failure reaches every answer."""
 
     async def scenario() -> None:
-        backend = FakeBackend()
-        batcher = Batcher(backend, max_batch_size=8, max_queue_delay_s=0, max_queue_size=100)
-        batcher.start()
         got: list[tuple[str, object, object]] = []
         done = threading.Event()
 
@@ -437,9 +436,7 @@ def test_callers_with_an_answer_get_it_on_the_batch_thread_without_a_future() ->
             if len(got) == 3:
                 done.set()
 
-        backend.gate.clear()
-        first = asyncio.create_task(batcher.submit(rows(1), 1))
-        await wait_entered(backend)
+        backend, batcher, first = await one_batch_held()
         assert batcher.enqueue(rows(1, 1), 1, answer=answer) is None
         assert batcher.enqueue(rows(2, 2), 2, answer=answer) is None
         backend.gate.set()
