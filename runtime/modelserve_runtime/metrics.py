@@ -122,7 +122,7 @@ class Metrics:
         # The engine's side of that round trip: from the request's frame being read to
         # its answer being queued for sending; divided by modelserve_queued_requests_total
         # (every request in the engine crosses the queue). Round trip minus this is the
-        # wire and the worker's event loop.
+        # wire both ways and the waits for the two event loops to read and write it.
         self.engine_inside = Counter(
             "modelserve_engine_inside_seconds",
             "Engine mode: seconds requests spent inside the engine process, from their "
