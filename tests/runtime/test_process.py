@@ -217,6 +217,44 @@ def test_workers_share_the_port_and_aggregate_metrics(tiny_model: Path, tmp_path
     assert srv.stderr_path.read_text().count("drained; exiting") == 2
 
 
+def test_engine_answers_never_cross_between_concurrent_requests(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """Engine mode under concurrency: answers are written into slots and sent from the
+    engine's instance threads; each request must get its own, whichever worker, batch
+    and slot it went through (rows 6 exceed a slot and travel inline)."""
+    srv = start_server(tmp_path, tiny_model, "--workers", "2", "--engine-process", "1")
+    failures: list[str] = []
+
+    def client(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        for i in range(25):
+            x = rng.standard_normal((int(rng.choice([1, 2, 3, 6])), 4)).astype(np.float32)
+            resp = srv.infer_json(x)
+            if resp.status != 200:
+                failures.append(f"client {seed} request {i}: {resp.status} {resp.body!r}")
+                continue
+            outs = {o["name"]: np.array(o["data"], np.float32) for o in resp.json()["outputs"]}
+            want = expected(x)
+            if not np.allclose(outs["total"], want["total"].reshape(-1), rtol=1e-5, atol=1e-5):
+                failures.append(f"client {seed} request {i}: another request's answer")
+
+    try:
+        while srv.stderr_path.read_text().count("ready: model") < 2:
+            assert srv.proc.poll() is None, srv.stderr_path.read_text()
+            time.sleep(0.05)
+        threads = [threading.Thread(target=client, args=(seed,)) for seed in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not failures, failures[:5]
+    finally:
+        assert stop_server(srv) == 0
+    log = srv.stderr_path.read_text()
+    assert "Traceback" not in log and "ERROR" not in log, log
+
+
 def test_engine_process_serves_through_shared_memory(tiny_model: Path, tmp_path: Path) -> None:
     srv = start_server(tmp_path, tiny_model, "--workers", "2", "--engine-process", "1")
     try:
