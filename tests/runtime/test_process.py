@@ -235,8 +235,8 @@ def test_engine_answers_never_cross_between_concurrent_requests(
                 failures.append(f"client {seed} request {i}: {resp.status} {resp.body!r}")
                 continue
             outs = {o["name"]: np.array(o["data"], np.float32) for o in resp.json()["outputs"]}
-            want = expected(x)
-            if not np.allclose(outs["total"], want["total"].reshape(-1), rtol=1e-5, atol=1e-5):
+            got, want = outs["total"], expected(x)["total"].reshape(-1)
+            if got.shape != want.shape or not np.allclose(got, want, rtol=1e-5, atol=1e-5):
                 failures.append(f"client {seed} request {i}: another request's answer")
 
     try:
