@@ -80,7 +80,7 @@ class _Item:
     future: asyncio.Future | None = field(repr=False)  # None: `answer` instead
     answer: Answer | None = field(repr=False)
     enqueued: float = 0.0  # monotonic
-    inline: bool = True  # may run on the event loop (see Batcher._maybe_inline)
+    inline: bool = True  # may run on the event loop (see Batcher._dispatch)
     company: bool = False  # more requests are on their way: worth waiting for (_fill)
 
 
@@ -138,7 +138,7 @@ class Batcher:
         self._idle = 0  # instance threads waiting for a request
         self._started: list[float] = []  # monotonic start of each running batch
         self._filling: _Filling | None = None  # the batch waiting for company, if any
-        self._inline_due = False  # a lone request may run on the loop (_maybe_inline)
+        self._dispatch_due = False  # _dispatch is scheduled
         self._arrivals = 0  # requests queued so far (a filling batch watches it move)
         # Exponentially weighted duration of recent batches (None until one has run).
         self.duration_estimate: float | None = None
@@ -172,7 +172,7 @@ class Batcher:
         self, inputs: dict[str, np.ndarray], rows: int, inline: bool = True, company: bool = False
     ) -> dict[str, np.ndarray]:
         """Queue one request of `rows` rows; returns its slice of the batch outputs.
-        `inline=False`: never run it on the event loop (see `_maybe_inline`).
+        `inline=False`: never run it on the event loop (see `_dispatch`).
         `company=True`: the caller knows more requests are on their way (see `_fill`)."""
         return await self.enqueue(inputs, rows, inline, company)
 
@@ -206,14 +206,13 @@ class Batcher:
                     filling.mismatch = True
                 if filling.mismatch or self._queued_rows >= filling.need:
                     self._cond.notify_all()
-            elif self._could_run_inline():
-                # Decided after this loop turn: requests that arrive in the same turn
-                # batch together instead (then an instance takes them).
-                if not self._inline_due:
-                    self._inline_due = True
-                    self._loop.call_soon(self._maybe_inline)  # type: ignore[union-attr]
-            elif self._idle:
-                self._cond.notify()
+            elif (self._idle or self._could_run_inline()) and not self._dispatch_due:
+                # An idle instance is woken after this event-loop turn, not now: the
+                # requests that arrive in the same turn go as one batch (woken at once,
+                # it took them one by one: one process on one core served 20-25 % fewer
+                # requests at concurrency 64, hack/bench-runtime --cpu).
+                self._dispatch_due = True
+                self._loop.call_soon(self._dispatch)  # type: ignore[union-attr]
         return future
 
     def _could_run_inline(self) -> bool:
@@ -229,18 +228,21 @@ class Batcher:
             and estimate < self.inline_below_s
         )
 
-    def _maybe_inline(self) -> None:
-        """A lone request on an idle device whose batches take less than
+    def _dispatch(self) -> None:
+        """After the event-loop turn in which requests found the device idle: wake an
+        instance for them, or run a lone one here.
+
+        A lone request on an idle device whose batches take less than
         `inline_below_s` runs on the event loop thread itself. At low load the instance
         thread is asleep, and waking it and then the loop cost more than blocking the
         loop for one short batch: on the H200 machine a hand-off to a sleeping thread and
         back took 330 us (27 us back to back; hack/probe-wakeups), and ResNet-50 batch-1
         p50 fell from 2.14 to 1.75 ms over HTTP, no change at concurrency 8 and 64."""
         with self._cond:
-            self._inline_due = False
+            self._dispatch_due = False
             if not self._could_run_inline():
                 if self._queue and self._idle:
-                    self._cond.notify_all()
+                    self._cond.notify()
                 return
             item = self._queue.popleft()
             self._queued_rows -= item.rows

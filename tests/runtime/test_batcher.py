@@ -477,3 +477,24 @@ def test_queue_depth_is_reported_while_the_backend_is_stuck() -> None:
         await batcher.close()
 
     run(scenario())
+
+
+def test_requests_arriving_together_on_an_idle_device_go_as_one_batch() -> None:
+    """The idle instance is woken after the event-loop turn in which requests arrived,
+    not by the first of them: those that arrive in one turn share a batch."""
+
+    async def scenario() -> None:
+        backend = FakeBackend()
+        batcher = Batcher(backend, max_batch_size=8, max_queue_delay_s=0, max_queue_size=100)
+        batcher.start()
+        futures = []
+        for n in range(3):  # one loop turn, which takes a while
+            futures.append(batcher.enqueue(rows(1, n), 1))
+            time.sleep(0.05)  # blocks the loop, not the instance thread
+        results = await asyncio.gather(*futures)
+        assert backend.batches == [3]
+        for n, result in enumerate(results):
+            np.testing.assert_array_equal(result["y"], np.full((1, 2), 2.0 * n))
+        await batcher.close()
+
+    run(scenario())
