@@ -147,10 +147,6 @@ class Batcher:
         self._closed = False
 
     @property
-    def _running(self) -> int:
-        return len(self._started)
-
-    @property
     def depth(self) -> int:
         return len(self._queue)
 
@@ -424,7 +420,7 @@ class Batcher:
         self._closed = True
         with self._cond:
             self._cond.notify_all()
-        while self._queue or self._running:
+        while self._queue or self._started:
             await asyncio.sleep(0.01)
         for thread in self._threads:
             thread.join(timeout=5)

@@ -105,13 +105,22 @@ class _WorkerPeer:
         self.server.peers.discard(self)
         self.release()
 
+    def answered(self) -> None:
+        """One of this worker's requests is answered (or dropped)."""
+        with self.lock:
+            self.pending -= 1
+            self._release()
+
     def release(self) -> None:
         """Unmap the arena once the worker is gone and no batch still reads from it."""
         with self.lock:
-            if self.closed and not self.pending and self.shm is not None:
-                with contextlib.suppress(BufferError):
-                    self.shm.close()
-                self.shm = None
+            self._release()
+
+    def _release(self) -> None:  # lock held
+        if self.closed and not self.pending and self.shm is not None:
+            with contextlib.suppress(BufferError):
+                self.shm.close()
+            self.shm = None
 
 
 class EngineServer:
@@ -203,8 +212,7 @@ class EngineServer:
                 feeds, msg["rows"], answer=partial(self._answer, peer, msg, received)
             )
         except InferenceError as exc:
-            with peer.lock:
-                peer.pending -= 1
+            peer.answered()
             peer.link.send({"id": msg["id"], "error": str(exc), "status": exc.status})
 
     def _answer(
@@ -231,9 +239,7 @@ class EngineServer:
             peer.link.send_threadsafe(reply)
         finally:
             self.inside_seconds.inc(time.monotonic() - received)
-            with peer.lock:
-                peer.pending -= 1
-            peer.release()
+            peer.answered()
 
     @staticmethod
     def _write_outputs(
