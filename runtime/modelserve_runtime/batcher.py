@@ -3,13 +3,13 @@ threads.
 
 Each backend instance has a thread that takes its next batch from the queue itself as
 soon as its last one is done. It hands results back once per batch: to the event loop,
-which resolves the callers' futures, or, for callers that passed `answer` (the engine
-process), straight to them on the thread. The loop never stands between one batch and
-the next. (The batcher before formed batches on the event loop, so a finished
-instance waited for the loop to answer its batch's requests and then to form and hand
-over the next. In the engine process at saturation this one halved the time requests
-wait in the queue, 4.1-4.3 ms against 5.5-9.3 ms, for the same throughput within the
-run's noise: hack/bench-runtime, docs/runtime.md, fourth round.)
+which resolves the callers' futures, or, for requests queued with an `answer` (the
+engine process), straight to it on the thread, once per batch and `answer`. The loop
+never stands between one batch and the next. (The batcher before formed batches on the
+event loop, so a finished instance waited for the loop to answer its batch's requests
+and then to form and hand over the next. In the engine process at saturation this one
+halved the time requests wait in the queue, 4.1-4.3 ms against 5.5-9.3 ms, for the same
+throughput within the run's noise: hack/bench-runtime, docs/runtime.md, fourth round.)
 
 Rules, chosen so that batching never costs latency it cannot buy back:
 - A batch closes at `max_batch_size` rows, or when the queue holds nothing more that fits.
@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -54,9 +54,10 @@ class BatchRunner(Protocol):
     def infer(self, batch: dict[str, list[np.ndarray]], rows: int) -> dict[str, np.ndarray]: ...
 
 
-# How a caller that passes `answer` to `enqueue` gets its result: called once, with the
-# request's outputs or the batch's error, on the thread that ran the batch.
-Answer = Callable[[dict[str, np.ndarray] | None, BaseException | None], None]
+# How requests queued by `enqueue_many` get their results: on the thread that ran their
+# batch, one call per batch and `answer`, with (token, outputs) for each of its requests in
+# the batch (outputs None when the batch failed) and the batch's error.
+Answer = Callable[[list[tuple[Any, dict[str, np.ndarray] | None]], BaseException | None], None]
 
 
 @dataclass
@@ -79,6 +80,7 @@ class _Item:
     signature: tuple
     future: asyncio.Future | None = field(repr=False)  # None: `answer` instead
     answer: Answer | None = field(repr=False)
+    token: Any = None  # what `answer` is told the request by
     enqueued: float = 0.0  # monotonic
     inline: bool = True  # may run on the event loop (see Batcher._dispatch)
     company: bool = False  # more requests are on their way: worth waiting for (_fill)
@@ -178,28 +180,52 @@ class Batcher:
         rows: int,
         inline: bool = True,
         company: bool = False,
-        answer: Answer | None = None,
-    ) -> asyncio.Future | None:
-        """`submit` without a coroutine. With `answer`, no future: `answer(outputs,
-        error)` is called on the thread that ran the batch, right after it ran (the
-        engine process answers its workers so, without its event loop); it must be
-        thread-safe, quick, and not raise."""
+    ) -> asyncio.Future:
+        """`submit` without a coroutine: the future of the request's outputs."""
+        self._room_for(1)
+        future = asyncio.get_running_loop().create_future()
+        signature = signature_of(inputs)
+        item = _Item(inputs, rows, signature, future, None, None, time.monotonic(), inline, company)
+        self._arrive([item])
+        return future
+
+    def enqueue_many(
+        self, requests: list[tuple[dict[str, np.ndarray], int, Any]], answer: Answer
+    ) -> int:
+        """Queue (inputs, rows, token) requests at once, with no futures: `answer` gets
+        their results on the thread that runs their batch (see `Answer`; it must be
+        thread-safe, quick, and not raise). The engine process queues each frame of a
+        worker's requests so, under one lock, and answers a batch once per worker.
+        Returns how many were queued, from the front; the rest found the queue full."""
+        room = self._room_for(len(requests))
+        now = time.monotonic()
+        items = [
+            _Item(inputs, rows, signature_of(inputs), None, answer, token, now)
+            for inputs, rows, token in requests[:room]
+        ]
+        self._arrive(items)
+        return len(items)
+
+    def _room_for(self, wanted: int) -> int:
+        """How many of `wanted` requests the queue takes now; raises if none."""
         if self._closed:
             raise Unavailable("the server is shutting down")
-        if len(self._queue) >= self.max_queue_size:
+        room = min(wanted, self.max_queue_size - len(self._queue))
+        if room <= 0:
             raise Overloaded(f"queue full ({self.max_queue_size} requests waiting); retry shortly")
-        future = None if answer else asyncio.get_running_loop().create_future()
-        item = _Item(
-            inputs, rows, signature_of(inputs), future, answer, time.monotonic(), inline, company
-        )
+        return room
+
+    def _arrive(self, items: list[_Item]) -> None:
+        """On the event loop: queue the items, then wake whoever they concern."""
         with self._cond:
-            self._queue.append(item)
-            self._queued_rows += rows
-            self._arrivals += 1
             filling = self._filling
-            if filling is not None:
-                if item.signature != filling.signature:
+            for item in items:
+                self._queue.append(item)
+                self._queued_rows += item.rows
+                if filling is not None and item.signature != filling.signature:
                     filling.mismatch = True
+            self._arrivals += len(items)
+            if filling is not None:
                 if filling.mismatch or self._queued_rows >= filling.need:
                     self._cond.notify_all()
             elif (self._idle or self._could_run_inline()) and not self._dispatch_due:
@@ -209,7 +235,6 @@ class Batcher:
                 # requests at concurrency 64, hack/bench-runtime --cpu).
                 self._dispatch_due = True
                 self._loop.call_soon(self._dispatch)  # type: ignore[union-attr]
-        return future
 
     def _could_run_inline(self) -> bool:
         """Lock held."""
@@ -362,15 +387,16 @@ class Batcher:
         self.stats.on_queue_wait(done.queue_wait, len(batch))
         if done.results is not None:
             self.stats.on_batch(done.rows, done.seconds)
+        answers: dict[Answer, list[tuple[Any, dict[str, np.ndarray] | None]]] = {}
         for i, item in enumerate(batch):
             if item.answer is not None:
-                try:
-                    if done.results is None:
-                        item.answer(None, done.error)
-                    else:
-                        item.answer(done.results[i], None)
-                except Exception:
-                    log.exception("answering a request failed")
+                result = None if done.results is None else done.results[i]
+                answers.setdefault(item.answer, []).append((item.token, result))
+        for answer, answered in answers.items():
+            try:
+                answer(answered, done.error)
+            except Exception:
+                log.exception("answering a batch's requests failed")
         return done
 
     def _run_batch(self, batch: list[_Item]) -> _Done:

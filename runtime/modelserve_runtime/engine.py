@@ -13,10 +13,19 @@ arena cut into slots; a request's input bytes go into a free slot and the engine
 the outputs back into the same slot. Requests that do not fit (or find no free slot)
 travel inline in the frame instead; nothing ever blocks on slots.
 
-Both ends speak through `wire.FrameLink`. The engine's event loop reads the requests
-and queues them; the instance thread that ran a batch writes its outputs into the slots
-and sends the answers (`Batcher.enqueue(answer=...)`, `FrameLink.send_threadsafe`), so
-the loop is crossed once per request, not twice.
+Both ends speak through `wire.FrameLink`, whose frames carry lists of messages: a worker
+sends the requests of one event-loop turn as one frame, which the engine's event loop
+queues at once (`Batcher.enqueue_many`); the instance thread that ran a batch writes its
+outputs into the slots and answers each worker's requests of the batch in one frame
+(`FrameLink.send_threadsafe`). Per request, the engine does no pickling, locking or
+metric writing of its own: at saturation its GIL was the thread every request waited
+for (docs/runtime.md, fifth round).
+
+Messages, besides the greeting and the READY below:
+- request, worker to engine: (id, rows, inputs, out_offset, out_capacity), each input
+  (name, dtype, shape, offset in the arena or None, inline array or bytes or None);
+- answer, engine to worker: (id, outputs, error, status), each output (name, dtype,
+  shape, offset or None, inline array or None); outputs None when error is set.
 """
 
 from __future__ import annotations
@@ -72,6 +81,27 @@ def _prefault(buf: memoryview, write: bool = False) -> None:
         int(pages.sum())
 
 
+def _write_outputs(
+    shm: shared_memory.SharedMemory,
+    offset: int,
+    capacity: int,
+    result: dict[str, np.ndarray],
+) -> list[tuple]:
+    """Outputs into the request's slot where they fit; inline in the frame if not."""
+    buf = shm.buf
+    out_meta = []
+    end = offset + capacity
+    for name, array in result.items():
+        array = np.ascontiguousarray(array)
+        if array.dtype.kind != "O" and offset + array.nbytes <= end:
+            buf[offset : offset + array.nbytes] = array.reshape(-1).view(np.uint8)
+            out_meta.append((name, array.dtype.str, array.shape, offset, None))
+            offset += array.nbytes
+        else:
+            out_meta.append((name, array.dtype.str, array.shape, None, array))
+    return out_meta
+
+
 # --- engine side -------------------------------------------------------------------
 class _WorkerPeer:
     """The engine's end of one worker's link: the link, the worker's arena, its load.
@@ -80,17 +110,18 @@ class _WorkerPeer:
 
     def __init__(self, server: EngineServer) -> None:
         self.server = server
-        self.link = FrameLink(self._on_frame, self._on_lost)
+        self.link = FrameLink(self._on_messages, self._on_lost)
         self.shm: shared_memory.SharedMemory | None = None
         self.lock = threading.Lock()
         self.pending = 0
         self.closed = False
 
-    def _on_frame(self, msg: dict) -> None:
-        if self.shm is None:  # the first frame is the worker's hello
-            self._attach(msg["shm"])
-        else:
-            self.server.request(self, msg)
+    def _on_messages(self, messages: list) -> None:
+        if self.shm is None:  # the first message is the worker's hello
+            self._attach(messages[0]["shm"])
+            messages = messages[1:]
+        if messages:
+            self.server.requests(self, messages)
 
     def _attach(self, name: str) -> None:
         self.shm = shared_memory.SharedMemory(name=name)
@@ -105,11 +136,38 @@ class _WorkerPeer:
         self.server.peers.discard(self)
         self.release()
 
-    def answered(self) -> None:
-        """One of this worker's requests is answered (or dropped)."""
+    def answered(self, count: int) -> None:
+        """`count` of this worker's requests are answered (or dropped)."""
         with self.lock:
-            self.pending -= 1
+            self.pending -= count
             self._release()
+
+    def answer(
+        self,
+        answered: list[tuple[tuple, dict[str, np.ndarray] | None]],
+        error: BaseException | None,
+    ) -> None:
+        """This worker's requests in one batch (batcher.Answer: the batcher calls it once
+        per batch and worker), on the thread that ran the batch: outputs into their
+        slots, the answers in one frame."""
+        if error is not None and not isinstance(error, InferenceError):
+            log.error("inference failed", exc_info=error)
+            error = InferenceError(f"inference failed: {error}", 500)
+        replies = []
+        with self.lock:
+            if not self.closed and self.shm is not None:  # else nobody to answer
+                for (req_id, out_offset, out_capacity, _), result in answered:
+                    if result is None:
+                        replies.append((req_id, None, str(error), error.status))  # type: ignore[union-attr]
+                    else:
+                        outputs = _write_outputs(self.shm, out_offset, out_capacity, result)
+                        replies.append((req_id, outputs, None, 0))
+            self.pending -= len(answered)
+            self._release()
+        if replies:
+            self.link.send_threadsafe(*replies)
+        now = time.monotonic()
+        self.server.inside_seconds.inc(sum(now - token[3] for token, _ in answered))
 
     def release(self) -> None:
         """Unmap the arena once the worker is gone and no batch still reads from it."""
@@ -188,76 +246,33 @@ class EngineServer:
             peer.link.send(READY)
         return peer.link
 
-    def request(self, peer: _WorkerPeer, msg: dict) -> None:
+    def requests(self, peer: _WorkerPeer, messages: list[tuple]) -> None:
+        """A frame of one worker's requests, on the event loop: queued at once."""
         received = time.monotonic()
         assert peer.shm is not None and self.model.batcher is not None
         buf = peer.shm.buf
-        feeds = {}
-        for name, dtype, shape, offset, inline in msg["inputs"]:
-            if inline is not None:
-                feeds[name] = (
-                    inline
-                    if isinstance(inline, np.ndarray)
-                    else (np.frombuffer(inline, dtype=dtype).reshape(shape))
-                )
-            else:
-                count = math.prod(shape)
-                feeds[name] = np.frombuffer(buf, dtype, count, offset).reshape(shape)
+        queued = []
+        for req_id, rows, inputs, out_offset, out_capacity in messages:
+            feeds = {}
+            for name, dtype, shape, offset, inline in inputs:
+                if inline is None:
+                    count = math.prod(shape)
+                    feeds[name] = np.frombuffer(buf, dtype, count, offset).reshape(shape)
+                elif isinstance(inline, np.ndarray):
+                    feeds[name] = inline
+                else:
+                    feeds[name] = np.frombuffer(inline, dtype=dtype).reshape(shape)
+            queued.append((feeds, rows, (req_id, out_offset, out_capacity, received)))
         with peer.lock:
-            peer.pending += 1
-        try:
-            # Answered from the thread that runs the batch, not through this event loop:
-            # at saturation a batch's answers waited ~8 ms for it (docs/runtime.md).
-            self.model.batcher.enqueue(
-                feeds, msg["rows"], answer=partial(self._answer, peer, msg, received)
-            )
-        except InferenceError as exc:
-            peer.answered()
-            peer.link.send({"id": msg["id"], "error": str(exc), "status": exc.status})
-
-    def _answer(
-        self,
-        peer: _WorkerPeer,
-        msg: dict,
-        received: float,
-        result: dict[str, np.ndarray] | None,
-        error: BaseException | None,
-    ) -> None:
-        """One request's answer, on the thread that ran its batch."""
-        try:
-            if isinstance(error, InferenceError):
-                reply = {"id": msg["id"], "error": str(error), "status": error.status}
-            elif error is not None:  # the backend failed
-                log.error("inference failed", exc_info=error)
-                reply = {"id": msg["id"], "error": f"inference failed: {error}", "status": 500}
-            else:
-                assert result is not None
-                with peer.lock:
-                    if peer.closed or peer.shm is None:
-                        return  # the worker is gone; nobody to answer
-                    reply = {"id": msg["id"], "outputs": self._write_outputs(peer.shm, msg, result)}
-            peer.link.send_threadsafe(reply)
-        finally:
-            self.inside_seconds.inc(time.monotonic() - received)
-            peer.answered()
-
-    @staticmethod
-    def _write_outputs(
-        shm: shared_memory.SharedMemory, msg: dict, result: dict[str, np.ndarray]
-    ) -> list[tuple]:
-        """Outputs into the request's slot where they fit; inline in the frame if not."""
-        buf = shm.buf
-        out_meta = []
-        offset, end = msg["out_offset"], msg["out_offset"] + msg["out_capacity"]
-        for name, array in result.items():
-            array = np.ascontiguousarray(array)
-            if array.dtype.kind != "O" and offset + array.nbytes <= end:
-                buf[offset : offset + array.nbytes] = array.reshape(-1).view(np.uint8)
-                out_meta.append((name, array.dtype.str, array.shape, offset, None))
-                offset += array.nbytes
-            else:
-                out_meta.append((name, array.dtype.str, array.shape, None, array))
-        return out_meta
+            peer.pending += len(queued)
+        while queued:
+            try:
+                taken = self.model.batcher.enqueue_many(queued, peer.answer)
+            except InferenceError as exc:  # shutting down, or the queue is full
+                peer.answered(len(queued))
+                peer.link.send(*((token[0], None, str(exc), exc.status) for _, _, token in queued))
+                return
+            queued = queued[taken:]  # the rest found the queue full: once more, to say so
 
 
 def run_engine(settings: Settings, socket_path: str) -> int:
@@ -311,7 +326,8 @@ class RemoteModel(Model):
             except (FileNotFoundError, ConnectionRefusedError):
                 sock.close()
                 time.sleep(0.1)  # the engine is still loading / building
-        sig = self._recv_frame(sock)
+        greeting: list = []  # messages read so far, not yet used
+        sig = self._recv_message(sock, greeting)
         backend = self.backend
         backend.inputs, backend.outputs = sig["inputs"], sig["outputs"]
         backend.platform = sig["platform"]
@@ -323,18 +339,21 @@ class RemoteModel(Model):
         self.shm = shared_memory.SharedMemory(create=True, size=self.slot_bytes * self.slots)
         _prefault(self.shm.buf, write=True)
         self._free = list(range(self.slots))
-        sock.sendall(frame({"shm": self.shm.name}))
+        sock.sendall(frame([{"shm": self.shm.name}]))
         # The engine may still be warming up (minutes for a cold engine build); it says
         # when it is ready. An engine that fails closes the socket: this load fails too.
-        if self._recv_frame(sock) != READY:
-            raise ConnectionError("engine sent something other than its ready frame")
+        if self._recv_message(sock, greeting) != READY:
+            raise ConnectionError("engine sent something other than its ready message")
         self._sock = sock
 
     @classmethod
-    def _recv_frame(cls, sock: socket.socket) -> object:
-        """One frame (wire.frame), read before the link takes the socket over."""
-        header = cls._recv_exact(sock, LENGTH.size)
-        return pickle.loads(cls._recv_exact(sock, LENGTH.unpack(header)[0]))
+    def _recv_message(cls, sock: socket.socket, unread: list) -> object:
+        """The next message, read before the link takes the socket over; a frame's
+        other messages wait in `unread`."""
+        while not unread:
+            header = cls._recv_exact(sock, LENGTH.size)
+            unread.extend(pickle.loads(cls._recv_exact(sock, LENGTH.unpack(header)[0])))
+        return unread.pop(0)
 
     @staticmethod
     def _recv_exact(sock: socket.socket, n: int) -> bytes:
@@ -347,21 +366,23 @@ class RemoteModel(Model):
         return data
 
     async def start_batching(self) -> None:  # type: ignore[override]
-        self.link = FrameLink(self._on_reply, self._on_lost)
+        self.link = FrameLink(self._on_replies, self._on_lost)
         await asyncio.get_running_loop().create_unix_connection(lambda: self.link, sock=self._sock)
         self.ready = True
 
-    def _on_reply(self, reply: dict) -> None:
-        fut, slot = self._pending.pop(reply["id"], (None, None))
-        if fut is None:
-            return
-        if fut.done():
-            # The caller gave up (cancelled) while the engine still used the slot; it is
-            # free only now that the engine has answered.
-            if slot is not None:
-                self._free.append(slot)
-            return
-        fut.set_result(reply)
+    def _on_replies(self, replies: list[tuple]) -> None:
+        pending = self._pending
+        for reply in replies:
+            fut, slot = pending.pop(reply[0], (None, None))
+            if fut is None:
+                continue
+            if fut.done():
+                # The caller gave up (cancelled) while the engine still used the slot; it
+                # is free only now that the engine has answered.
+                if slot is not None:
+                    self._free.append(slot)
+                continue
+            fut.set_result(reply)
 
     def _on_lost(self) -> None:
         self.ready = False
@@ -406,24 +427,18 @@ class RemoteModel(Model):
         fut = asyncio.get_running_loop().create_future()
         self._pending[req_id] = (fut, slot)
         sent = time.monotonic()
-        self.link.send(
-            {
-                "id": req_id,
-                "rows": rows,
-                "inputs": metas,
-                "out_offset": in_end if slot is not None else 0,
-                "out_capacity": self.slot_bytes - self.in_bytes if slot is not None else 0,
-            }
-        )
-        # Cancelled here, the slot stays taken until the engine answers (_on_reply).
-        reply = await fut
+        out_capacity = self.slot_bytes - self.in_bytes if slot is not None else 0
+        # Leaves with the other requests of this event-loop turn, in one frame.
+        self.link.send((req_id, rows, metas, in_end if slot is not None else 0, out_capacity))
+        # Cancelled here, the slot stays taken until the engine answers (_on_replies).
+        _, outputs, error, status = await fut
         self.roundtrip_seconds.inc(time.monotonic() - sent)
         self.roundtrips.inc()
         try:
-            if "error" in reply:
-                raise InferenceError(reply["error"], reply["status"])
+            if error is not None:
+                raise InferenceError(error, status)
             results = {}
-            for name, dtype, shape, out_off, inline in reply["outputs"]:
+            for name, dtype, shape, out_off, inline in outputs:
                 if inline is not None:
                     results[name] = inline
                 else:

@@ -66,11 +66,15 @@ async def busy_device(max_batch: int, delay_s: float) -> tuple[FakeBackend, Batc
     return backend, batcher, busy
 
 
-async def one_batch_held(max_batch: int = 8) -> tuple[FakeBackend, Batcher, asyncio.Task]:
+async def one_batch_held(
+    max_batch: int = 8, max_queue_size: int = 100
+) -> tuple[FakeBackend, Batcher, asyncio.Task]:
     """One instance, no fill delay, and a one-row batch held at the gate: what is
     submitted next queues behind it."""
     backend = FakeBackend()
-    batcher = Batcher(backend, max_batch_size=max_batch, max_queue_delay_s=0, max_queue_size=100)
+    batcher = Batcher(
+        backend, max_batch_size=max_batch, max_queue_delay_s=0, max_queue_size=max_queue_size
+    )
     batcher.start()
     backend.gate.clear()
     first = asyncio.create_task(batcher.submit(rows(1), 1))
@@ -423,33 +427,61 @@ def test_callers_that_went_away_are_skipped() -> None:
     run(scenario())
 
 
-def test_callers_with_an_answer_get_it_on_the_batch_thread_without_a_future() -> None:
-    """The engine process's way: `answer(outputs, error)` from the thread that ran the
-    batch, each caller its own slice; a backend failure reaches every answer."""
+def test_requests_queued_many_at_once_are_answered_once_per_batch_and_answer() -> None:
+    """The engine process's way: a worker's frame of requests goes in with
+    `enqueue_many`; each `answer` (one per worker) is called once per batch, on the thread
+    that ran it, with its own requests' tokens and slices in order; a backend failure
+    reaches every answer."""
 
     async def scenario() -> None:
-        got: list[tuple[str, object, object]] = []
-        done = threading.Event()
+        got: dict[str, list] = {"a": [], "b": []}
+        threads: set[str] = set()
 
-        def answer(result, error) -> None:
-            got.append((threading.current_thread().name, result, error))
-            if len(got) == 3:
-                done.set()
+        def answer_for(worker: str):
+            def answer(answered, error) -> None:
+                threads.add(threading.current_thread().name)
+                got[worker].append((answered, error))
 
+            return answer
+
+        answer_a, answer_b = answer_for("a"), answer_for("b")
         backend, batcher, first = await one_batch_held()
-        assert batcher.enqueue(rows(1, 1), 1, answer=answer) is None
-        assert batcher.enqueue(rows(2, 2), 2, answer=answer) is None
+        assert batcher.enqueue_many([(rows(1, 1), 1, "a1"), (rows(2, 2), 2, "a2")], answer_a) == 2
+        assert batcher.enqueue_many([(rows(1, 3), 1, "b1")], answer_b) == 1
+        assert batcher.enqueue_many([(rows(1, 4), 1, "a3")], answer_a) == 1
         backend.gate.set()
         await first
-        await _until(lambda: len(got) == 2)
-        assert {name for name, _, _ in got} == {"infer_0"}
-        np.testing.assert_array_equal(got[0][1]["y"], np.full((1, 2), 2.0))
-        np.testing.assert_array_equal(got[1][1]["y"], np.full((2, 2), 4.0))
+        await _until(lambda: got["a"] and got["b"])
+        assert threads == {"infer_0"} and backend.batches == [1, 5]
+        [(answered_a, error_a)] = got["a"]
+        assert error_a is None and [token for token, _ in answered_a] == ["a1", "a2", "a3"]
+        np.testing.assert_array_equal(answered_a[1][1]["y"], np.full((2, 2), 4.0))
+        np.testing.assert_array_equal(answered_a[2][1]["y"], np.full((1, 2), 8.0))
+        [(answered_b, _)] = got["b"]
+        assert [token for token, _ in answered_b] == ["b1"]
+        np.testing.assert_array_equal(answered_b[0][1]["y"], np.full((1, 2), 6.0))
         backend.fail = True
-        batcher.enqueue(rows(1), 1, answer=answer)
-        await _until(done.is_set)
-        assert got[2][1] is None and "on fire" in str(got[2][2])
-        assert backend.batches == [1, 3]
+        batcher.enqueue_many([(rows(1), 1, "a4")], answer_a)
+        await _until(lambda: len(got["a"]) == 2)
+        [(token, result)], error = got["a"][1]
+        assert token == "a4" and result is None and "on fire" in str(error)
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_enqueue_many_takes_what_fits_and_says_how_many() -> None:
+    """A frame of requests larger than the queue's room: the front is queued and the
+    count returned (the engine answers the rest 503); a full queue raises Overloaded."""
+
+    async def scenario() -> None:
+        backend, batcher, first = await one_batch_held(max_queue_size=3)
+        requests = [(rows(1), 1, i) for i in range(5)]
+        assert batcher.enqueue_many(requests, lambda answered, error: None) == 3
+        with pytest.raises(Overloaded):
+            batcher.enqueue_many(requests[3:], lambda answered, error: None)
+        backend.gate.set()
+        await first
         await batcher.close()
 
     run(scenario())

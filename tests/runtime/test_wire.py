@@ -1,5 +1,6 @@
 """wire.FrameLink: the engine/worker wire. Frames split across reads, many frames in one read,
-and writes within one event-loop turn coalesced into one send."""
+and the messages sent within one event-loop turn (or from threads before the loop
+flushes) leaving as one frame."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class FakeTransport(asyncio.Transport):
 def test_frames_split_and_merged_across_reads_arrive_whole_and_in_order() -> None:
     got: list[object] = []
     link = FrameLink(got.append)
-    frames = [{"id": i, "payload": b"x" * (i * 37)} for i in range(20)]
+    frames = [[{"id": i, "payload": b"x" * (i * 37)}] * (i % 3 + 1) for i in range(20)]
     stream = b"".join(_frame(f) for f in frames)
     # odd chunk sizes: frames split mid-length-prefix and mid-payload, several per read
     pos, size = 0, 1
@@ -43,28 +44,28 @@ def test_frames_split_and_merged_across_reads_arrive_whole_and_in_order() -> Non
 def test_a_frame_that_fails_to_handle_does_not_break_the_link() -> None:
     got: list[object] = []
 
-    def handle(obj: object) -> None:
-        if obj == "bad":
+    def handle(messages: list) -> None:
+        if messages == ["bad"]:
             raise ValueError("boom")
-        got.append(obj)
+        got.extend(messages)
 
     link = FrameLink(handle)
-    link.data_received(_frame("bad") + _frame("good"))
+    link.data_received(_frame(["bad"]) + _frame(["good"]))
     assert got == ["good"]
 
 
-def test_sends_in_one_loop_turn_leave_as_one_write_and_wait_for_the_transport() -> None:
+def test_sends_in_one_loop_turn_leave_as_one_frame_and_wait_for_the_transport() -> None:
     async def scenario() -> None:
-        link = FrameLink(lambda obj: None)
-        link.send("greeting")  # before the transport exists: held, not dropped
+        link = FrameLink(lambda messages: None)
+        link.send("greeting", "ready")  # before the transport exists: held, not dropped
         transport = FakeTransport()
         link.connection_made(transport)
-        assert transport.writes == [_frame("greeting")]
+        assert transport.writes == [_frame(["greeting", "ready"])]
         for i in range(5):
             link.send(i)
         assert len(transport.writes) == 1  # nothing yet: flushed at the end of the turn
         await asyncio.sleep(0)
-        assert transport.writes[1:] == [b"".join(_frame(i) for i in range(5))]
+        assert transport.writes[1:] == [_frame([0, 1, 2, 3, 4])]
         lost: list[bool] = []
         link.on_lost = lambda: lost.append(True)
         link.connection_lost(None)
@@ -74,18 +75,18 @@ def test_sends_in_one_loop_turn_leave_as_one_write_and_wait_for_the_transport() 
 
 
 def test_frames_sent_from_other_threads_are_written_by_the_loop_in_order() -> None:
-    """The engine answers from its instance threads: send_threadsafe pickles there, and
-    the event loop writes what several threads sent, every frame whole and each thread's
-    in its order, woken once per flush rather than once per frame."""
+    """The engine answers from its instance threads: the event loop writes what several
+    threads sent, every message whole and each thread's in its order, woken once per
+    flush rather than once per send."""
 
     async def scenario() -> None:
-        link = FrameLink(lambda obj: None)
+        link = FrameLink(lambda messages: None)
         transport = FakeTransport()
         link.connection_made(transport)
 
         def sender(tag: str) -> None:
-            for i in range(200):
-                link.send_threadsafe((tag, i))
+            for i in range(0, 200, 2):
+                link.send_threadsafe((tag, i), (tag, i + 1))
 
         threads = [threading.Thread(target=sender, args=(t,)) for t in "abc"]
         for t in threads:
@@ -94,7 +95,7 @@ def test_frames_sent_from_other_threads_are_written_by_the_loop_in_order() -> No
             await asyncio.sleep(0.001)
         await asyncio.sleep(0)  # the last wake-up's flush
         got: list[object] = []
-        reader = FrameLink(got.append)
+        reader = FrameLink(got.extend)
         reader.data_received(b"".join(transport.writes))
         for tag in "abc":
             assert [i for t, i in got if t == tag] == list(range(200))  # type: ignore[misc]
