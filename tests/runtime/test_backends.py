@@ -8,7 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelserve_runtime.backends import ExampleRows, TensorSpec, batch_buckets, parse_specs
+from modelserve_runtime.backends import (
+    DRAWN_ROWS,
+    ExampleRows,
+    TensorSpec,
+    batch_buckets,
+    example_tensor,
+    parse_specs,
+)
 from modelserve_runtime.backends.tensorrt import engine_cache_key
 from modelserve_runtime.backends.torch import default_instances
 from modelserve_runtime.config import Settings
@@ -48,6 +55,15 @@ def test_warm_up_data_is_drawn_once_and_sliced() -> None:
     assert not small.flags.writeable  # shared by every bucket: nobody may write it
     assert examples.get(spec, 32).shape[0] == 32  # more than planned: drawn again
     assert examples.get(spec, 0).shape == (1, 3, 8, 8)  # no batch dim asked: one row
+
+
+def test_warm_up_data_repeats_a_few_random_rows_never_zero() -> None:
+    for datatype in ("FP16", "FP32", "UINT8", "INT64", "BOOL"):
+        rows = example_tensor(TensorSpec("x", datatype, (-1, 3, 4)), DRAWN_ROWS * 2 + 3)
+        assert rows.shape == (DRAWN_ROWS * 2 + 3, 3, 4) and rows.flags.c_contiguous
+        assert rows.any()  # zeros hide bugs and time differently
+        np.testing.assert_array_equal(rows[DRAWN_ROWS : DRAWN_ROWS * 2], rows[:DRAWN_ROWS])
+    assert example_tensor(TensorSpec("x", "FP32", (4,)), 0).shape == (4,)
 
 
 def test_parse_specs() -> None:
