@@ -404,10 +404,11 @@ class Batcher:
         queue_wait = sum(started - item.enqueued for item in batch)
         depth = len(self._queue)
         rows = sum(item.rows for item in batch)
-        chunks: dict[str, list[np.ndarray]] = {name: [] for name in batch[0].inputs}
-        for item in batch:
-            for name, array in item.inputs.items():
-                chunks[name].append(array)
+        # A batch's requests share their input names (signature_of). Built in a
+        # comprehension so that no loop variable keeps the last input alive in this
+        # frame, which a backend failure's traceback keeps (and the engine's arena views
+        # must go when the batch does).
+        chunks = {name: [item.inputs[name] for item in batch] for name in batch[0].inputs}
         try:
             outputs = self.backend.infer(chunks, rows)
         except Exception as exc:  # the backend failed: every caller gets the error

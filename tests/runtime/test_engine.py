@@ -7,11 +7,16 @@ worker processes, sockets, HTTP.)"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
 from multiprocessing import shared_memory
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
+from modelserve_runtime.batcher import Batcher
 from modelserve_runtime.engine import EngineServer, _WorkerPeer
 from modelserve_runtime.metrics import Metrics
 
@@ -20,31 +25,49 @@ from .test_batcher import _until, one_batch_held
 ROW = 2 * 4  # one row of the fake backend's float32 pairs, in bytes
 
 
+def engine_with(batcher: Batcher) -> EngineServer:
+    server = EngineServer.__new__(EngineServer)  # no model to load: the batcher is given
+    server.model = SimpleNamespace(batcher=batcher)
+    server.inside_seconds = Metrics().engine_inside.labels("tiny")
+    return server
+
+
+@contextlib.contextmanager
+def worker(server: EngineServer, requests: int) -> Iterator[tuple[_WorkerPeer, list, list]]:
+    """A worker's arena with `requests` one-row requests in it (slot i: the input at 2*i
+    rows holding i + 1, the output right after it), its peer in the engine, and the
+    frame of those requests; what the peer sends back is collected, not written."""
+    arena = shared_memory.SharedMemory(create=True, size=requests * 2 * ROW)
+    peer = _WorkerPeer(server)
+    peer.shm = shared_memory.SharedMemory(name=arena.name)
+    messages = []
+    for i in range(requests):
+        np.ndarray((1, 2), np.float32, arena.buf, 2 * i * ROW)[:] = i + 1
+        inputs = [("x", "<f4", (1, 2), 2 * i * ROW, None)]
+        messages.append((100 + i, 1, inputs, (2 * i + 1) * ROW, ROW))
+    refused: list[tuple] = []
+    answered: list[tuple] = []
+    peer.link.send = lambda *replies: refused.extend(replies)  # type: ignore[method-assign]
+    peer.link.send_threadsafe = lambda *replies: answered.append(replies)  # type: ignore[method-assign]
+    try:
+        yield peer, messages, (refused, answered, arena)  # type: ignore[misc]
+    finally:
+        peer.shm.close()
+        arena.close()
+        arena.unlink()
+
+
 def test_a_frame_of_requests_is_queued_refused_past_the_queue_and_answered_per_batch() -> None:
     async def scenario() -> None:
         backend, batcher, first = await one_batch_held(max_queue_size=2)
-        server = EngineServer.__new__(EngineServer)  # no model to load: the batcher is given
-        server.model = SimpleNamespace(batcher=batcher)
-        server.inside_seconds = Metrics().engine_inside.labels("tiny")
-        peer = _WorkerPeer(server)
-        arena = shared_memory.SharedMemory(create=True, size=4 * 2 * ROW)
-        try:
-            peer.shm = shared_memory.SharedMemory(name=arena.name)
-            messages = []
-            for i in range(4):  # slot i: input at 2*i rows, output right after it
-                np.ndarray((1, 2), np.float32, arena.buf, 2 * i * ROW)[:] = i + 1
-                inputs = [("x", "<f4", (1, 2), 2 * i * ROW, None)]
-                messages.append((100 + i, 1, inputs, (2 * i + 1) * ROW, ROW))
-            refused: list[tuple] = []
-            peer.link.send = lambda *replies: refused.extend(replies)  # type: ignore[method-assign]
+        server = engine_with(batcher)
+        with worker(server, 4) as (peer, messages, (refused, answered, arena)):
             server.requests(peer, messages)
             assert [(r[0], r[2][:10], r[3]) for r in refused] == [
                 (102, "queue full", 503),
                 (103, "queue full", 503),
             ]
             assert peer.pending == 2
-            answered: list[tuple] = []
-            peer.link.send_threadsafe = lambda *replies: answered.append(replies)  # type: ignore[method-assign]
             backend.gate.set()
             await first
             await _until(lambda: answered)
@@ -57,9 +80,34 @@ def test_a_frame_of_requests_is_queued_refused_past_the_queue_and_answered_per_b
                 got = np.ndarray(shape, dtype, arena.buf, offset)
                 np.testing.assert_array_equal(got, np.full((1, 2), 2.0 * (i + 1)))
             await batcher.close()
-        finally:
-            peer.shm.close()
-            arena.close()
-            arena.unlink()
 
     asyncio.run(scenario())
+
+
+def test_a_failed_batch_answers_every_worker_500_and_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> None:
+        backend, batcher, first = await one_batch_held()
+        server = engine_with(batcher)
+        with (
+            worker(server, 2) as (peer_a, frame_a, (_, answered_a, _)),
+            worker(server, 1) as (peer_b, frame_b, (_, answered_b, _)),
+        ):
+            server.requests(peer_a, frame_a)
+            server.requests(peer_b, frame_b)
+            backend.fail = True
+            backend.gate.set()
+            with contextlib.suppress(RuntimeError):
+                await first
+            await _until(lambda: answered_a and answered_b)
+            for answered, ids in ((answered_a, [100, 101]), (answered_b, [100])):
+                [replies] = answered  # one frame each, both requests of a in it
+                assert [(r[0], r[1], r[3]) for r in replies] == [(i, None, 500) for i in ids]
+                assert all("device on fire" in r[2] for r in replies)
+            assert peer_a.pending == peer_b.pending == 0
+            await batcher.close()
+
+    with caplog.at_level(logging.ERROR, logger="modelserve.engine"):
+        asyncio.run(scenario())
+    assert [r.getMessage() for r in caplog.records] == ["inference failed"]
