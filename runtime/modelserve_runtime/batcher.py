@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import Overloaded, Unavailable
+from .errors import InferenceError, Overloaded, Unavailable
 
 log = logging.getLogger("modelserve.batcher")
 
@@ -56,7 +56,8 @@ class BatchRunner(Protocol):
 
 # How requests queued by `enqueue_many` get their results: on the thread that ran their
 # batch, one call per batch and `answer`, with (token, outputs) for each of its requests in
-# the batch (outputs None when the batch failed) and the batch's error.
+# the batch (outputs None when the batch failed) and the batch's error. A backend failure
+# is logged here, once per batch: the answers only pass it on.
 Answer = Callable[[list[tuple[Any, dict[str, np.ndarray] | None]], BaseException | None], None]
 
 
@@ -98,7 +99,8 @@ class _Filling:
 
 @dataclass
 class _Done:
-    """One batch's outcome, for its callers' futures (resolved on the event loop)."""
+    """One batch's outcome: for its stats, its `answer` callers (on the batch's thread)
+    and its callers' futures (resolved on the event loop)."""
 
     batch: list[_Item]
     results: list[dict[str, np.ndarray]] | None  # per item, in order; None on failure
@@ -392,6 +394,10 @@ class Batcher:
             if item.answer is not None:
                 result = None if done.results is None else done.results[i]
                 answers.setdefault(item.answer, []).append((item.token, result))
+        if answers and done.error is not None and not isinstance(done.error, InferenceError):
+            # Futures raise the error in their callers, who log it; answers pass it on,
+            # one call per worker in the engine process: logged here, once for all.
+            log.error("inference failed", exc_info=done.error)
         for answer, answered in answers.items():
             try:
                 answer(answered, done.error)

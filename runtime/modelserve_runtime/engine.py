@@ -151,12 +151,7 @@ class _WorkerPeer:
         per batch and worker), on the thread that ran the batch: outputs into their
         slots, the answers in one frame."""
         if error is not None and not isinstance(error, InferenceError):
-            # One batch's error reaches every worker in it: logged once, marked on the
-            # exception itself (holding it would keep its traceback's frames alive).
-            if not getattr(error, "_modelserve_logged", False):
-                with contextlib.suppress(AttributeError):
-                    error._modelserve_logged = True  # type: ignore[attr-defined]
-                log.error("inference failed", exc_info=error)
+            # The backend failed; the batcher has logged it, once for the batch.
             error = InferenceError(f"inference failed: {error}", 500)
         replies = []
         with self.lock:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from multiprocessing import shared_memory
 from types import SimpleNamespace
 
@@ -32,8 +33,17 @@ def engine_with(batcher: Batcher) -> EngineServer:
     return server
 
 
+@dataclass
+class Worker:
+    peer: _WorkerPeer  # the worker's end in the engine
+    frame: list[tuple]  # its requests, as the engine reads them
+    arena: shared_memory.SharedMemory
+    refused: list[tuple] = field(default_factory=list)  # sent from the event loop
+    answered: list[tuple] = field(default_factory=list)  # frames sent from batch threads
+
+
 @contextlib.contextmanager
-def worker(server: EngineServer, requests: int) -> Iterator[tuple[_WorkerPeer, list, list]]:
+def worker(server: EngineServer, requests: int) -> Iterator[Worker]:
     """A worker's arena with `requests` one-row requests in it (slot i: the input at 2*i
     rows holding i + 1, the output right after it), its peer in the engine, and the
     frame of those requests; what the peer sends back is collected, not written."""
@@ -45,12 +55,11 @@ def worker(server: EngineServer, requests: int) -> Iterator[tuple[_WorkerPeer, l
         np.ndarray((1, 2), np.float32, arena.buf, 2 * i * ROW)[:] = i + 1
         inputs = [("x", "<f4", (1, 2), 2 * i * ROW, None)]
         messages.append((100 + i, 1, inputs, (2 * i + 1) * ROW, ROW))
-    refused: list[tuple] = []
-    answered: list[tuple] = []
-    peer.link.send = lambda *replies: refused.extend(replies)  # type: ignore[method-assign]
-    peer.link.send_threadsafe = lambda *replies: answered.append(replies)  # type: ignore[method-assign]
+    w = Worker(peer, messages, arena)
+    peer.link.send = lambda *replies: w.refused.extend(replies)  # type: ignore[method-assign]
+    peer.link.send_threadsafe = lambda *replies: w.answered.append(replies)  # type: ignore[method-assign]
     try:
-        yield peer, messages, (refused, answered, arena)  # type: ignore[misc]
+        yield w
     finally:
         peer.shm.close()
         arena.close()
@@ -61,9 +70,10 @@ def test_a_frame_of_requests_is_queued_refused_past_the_queue_and_answered_per_b
     async def scenario() -> None:
         backend, batcher, first = await one_batch_held(max_queue_size=2)
         server = engine_with(batcher)
-        with worker(server, 4) as (peer, messages, (refused, answered, arena)):
-            server.requests(peer, messages)
-            assert [(r[0], r[2][:10], r[3]) for r in refused] == [
+        with worker(server, 4) as w:
+            peer, answered = w.peer, w.answered
+            server.requests(peer, w.frame)
+            assert [(r[0], r[2][:10], r[3]) for r in w.refused] == [
                 (102, "queue full", 503),
                 (103, "queue full", 503),
             ]
@@ -77,7 +87,7 @@ def test_a_frame_of_requests_is_queued_refused_past_the_queue_and_answered_per_b
                 [(name, dtype, shape, offset, inline)] = outputs
                 assert error is None and name == "y" and inline is None
                 assert offset == (2 * i + 1) * ROW  # in the request's own slot
-                got = np.ndarray(shape, dtype, arena.buf, offset)
+                got = np.ndarray(shape, dtype, w.arena.buf, offset)
                 np.testing.assert_array_equal(got, np.full((1, 2), 2.0 * (i + 1)))
             await batcher.close()
 
@@ -90,24 +100,21 @@ def test_a_failed_batch_answers_every_worker_500_and_is_logged_once(
     async def scenario() -> None:
         backend, batcher, first = await one_batch_held()
         server = engine_with(batcher)
-        with (
-            worker(server, 2) as (peer_a, frame_a, (_, answered_a, _)),
-            worker(server, 1) as (peer_b, frame_b, (_, answered_b, _)),
-        ):
-            server.requests(peer_a, frame_a)
-            server.requests(peer_b, frame_b)
+        with worker(server, 2) as a, worker(server, 1) as b:
+            server.requests(a.peer, a.frame)
+            server.requests(b.peer, b.frame)
             backend.fail = True
             backend.gate.set()
             with contextlib.suppress(RuntimeError):
                 await first
-            await _until(lambda: answered_a and answered_b)
-            for answered, ids in ((answered_a, [100, 101]), (answered_b, [100])):
+            await _until(lambda: a.answered and b.answered)
+            for answered, ids in ((a.answered, [100, 101]), (b.answered, [100])):
                 [replies] = answered  # one frame each, both requests of a in it
                 assert [(r[0], r[1], r[3]) for r in replies] == [(i, None, 500) for i in ids]
                 assert all("device on fire" in r[2] for r in replies)
-            assert peer_a.pending == peer_b.pending == 0
+            assert a.peer.pending == b.peer.pending == 0
             await batcher.close()
 
-    with caplog.at_level(logging.ERROR, logger="modelserve.engine"):
+    with caplog.at_level(logging.ERROR, logger="modelserve"):
         asyncio.run(scenario())
     assert [r.getMessage() for r in caplog.records] == ["inference failed"]
