@@ -216,6 +216,19 @@ def test_weights_are_not_frozen_by_default() -> None:
     assert compiled.options_for("auto", True).freezing is False
 
 
+def test_a_module_without_bytecode_is_told_apart(tmp_path: Path) -> None:
+    """The torch backend warns when torch has no .pyc (every start then compiles its
+    source): the check looks where this interpreter would read the bytecode."""
+    import py_compile
+
+    source = tmp_path / "mod.py"
+    source.write_text("x = 1\n")
+    assert compiled.without_bytecode(str(source))
+    py_compile.compile(str(source))
+    assert not compiled.without_bytecode(str(source))
+    assert not compiled.without_bytecode(str(tmp_path / "ext.so"))  # nothing to compile
+
+
 def test_torch_compile_setting_is_validated() -> None:
     base = ["--model-name", "m", "--model-path", "/m.pt2", "--format", "torchscript"]
     assert load_settings(base, {}).torch_compile == "auto"
