@@ -164,9 +164,12 @@ class _WorkerPeer:
                         replies.append((req_id, outputs, None, 0))
             self.pending -= len(answered)
             self._release()
+        # Taken before the hand-over: once the frame is sent, this thread may lose the CPU
+        # while the worker answers, and a later clock would count that as engine time
+        # (more than the worker's whole round trip, seen on a loaded 2-core machine).
+        now = time.monotonic()
         if replies:
             self.link.send_threadsafe(*replies)
-        now = time.monotonic()
         self.server.inside_seconds.inc(sum(now - token[3] for token, _ in answered))
 
     def release(self) -> None:
