@@ -19,7 +19,7 @@ from .contract import (  # the operator's too
     PRECISIONS,
 )
 
-TORCH_COMPILE = ("auto", "off", "default", "max-autotune")
+TORCH_COMPILE = ("auto", "off", "default", "max-autotune", "standalone")
 GRPC_SERVERS = ("h2", "threads", "asyncio")  # --grpc-server (grpc_service.start_grpc)
 
 

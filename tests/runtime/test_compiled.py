@@ -85,6 +85,9 @@ def test_options_follow_the_setting_and_the_model() -> None:
     assert compiled.options_for("auto", True) == BuildOptions()
     assert compiled.options_for("default", False).channels_last is False
     assert compiled.options_for("max-autotune", True).mode == "max-autotune"
+    standalone = compiled.options_for("standalone", True)
+    assert standalone == BuildOptions(loader="standalone")  # opt-in; "auto" stays dynamo
+    assert KEY.filename() != dataclasses.replace(KEY, options=standalone).filename()
 
 
 def _fake_torch(saved: bytes | None = b"blob", load_error: Exception | None = None):

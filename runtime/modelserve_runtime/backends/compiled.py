@@ -102,6 +102,10 @@ class BuildOptions:
     # time; every bucket still gets its own CUDA graph.
     dynamic_batch: bool = True
     channels_last: bool = True
+    # "dynamo": torch.compile with the mega-cache, Dynamo traces again on every start;
+    # "standalone": inductor's standalone artifact, loaded without Dynamo (standalone.py;
+    # opt-in until measured through the server).
+    loader: str = "dynamo"
 
 
 @dataclass(frozen=True)
@@ -179,7 +183,8 @@ def cudnn_autotune(bucket: int, buckets: list[int], policy: str | None = None) -
 
 def options_for(setting: str, conv_like: bool) -> BuildOptions:
     mode = "max-autotune" if setting == "max-autotune" else "default"
-    return BuildOptions(mode=mode, channels_last=conv_like)
+    loader = "standalone" if setting == "standalone" else "dynamo"
+    return BuildOptions(mode=mode, channels_last=conv_like, loader=loader)
 
 
 def compile_module(torch: Any, module: Any, build: BuildOptions) -> Callable[..., Any]:

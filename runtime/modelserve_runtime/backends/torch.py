@@ -260,6 +260,9 @@ class TorchBackend(Backend):
         if self._plan.action == "eager":
             return
         compiled.forget_earlier_builds(torch)
+        if self._options.loader == "standalone":
+            self._plan_standalone()
+            return
         if self._plan.action == "load":
             if compiled.load_artifacts(torch, self._plan.path or ""):
                 # Everything comes from the cache: inductor's pool of compile workers (a
@@ -271,6 +274,34 @@ class TorchBackend(Backend):
             self.run = compiled.compile_module(torch, self.module, self._options)
         except Exception as exc:
             self._fall_back_to_eager(exc)
+
+    def _plan_standalone(self) -> None:
+        """`self.run` loaded from the engine file without Dynamo, or built on its first
+        call (standalone.py)."""
+        from .standalone import StandaloneEngine
+
+        torch, path = self.torch, self._plan.path or ""
+        if self._plan.action == "load":
+            try:
+                self.run = StandaloneEngine.load(torch, self.module, path)
+                return
+            except Exception as exc:  # a truncated, foreign or older file: build anew
+                log.warning("engine cache %s unusable (%s); compiling instead", path, exc)
+                self._plan = compiled.Plan("build", "cached engine unusable", path)
+        self.run = StandaloneEngine(torch, self.module)
+
+    def _save_engine(self, path: str) -> bool:
+        """The built engine into the cache; False (and a warning) when it cannot be
+        saved: the model still serves, the next start builds again."""
+        if self._options.loader != "standalone":
+            return compiled.save_artifacts(self.torch, path)
+        try:
+            size = self.run.save(path)
+        except Exception as exc:
+            log.warning("engine cache: could not save %s (%s)", path, exc)
+            return False
+        log.info("engine cache: saved %s (%.1f MB)", path, size / 1e6)
+        return True
 
     def _fall_back_to_eager(self, exc: BaseException) -> None:
         log.warning("compiled engine failed (%s: %s); serving eagerly", type(exc).__name__, exc)
@@ -324,7 +355,7 @@ class TorchBackend(Backend):
             log.info("torch compile caches: %s", self.engine_info["compile_counters"])
         if self._plan.action == "build" and plan.path:
             saved_at = time.monotonic()
-            self.engine_info["saved"] = compiled.save_artifacts(self.torch, plan.path)
+            self.engine_info["saved"] = self._save_engine(plan.path)
             self.engine_info["save_s"] = time.monotonic() - saved_at
         if what:
             log.info("%s: done in %.1f s (%s)", what, seconds, plan.path or "not cached")
