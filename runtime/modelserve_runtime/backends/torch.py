@@ -284,6 +284,8 @@ class TorchBackend(Backend):
         if self._plan.action == "load":
             try:
                 self.run = StandaloneEngine.load(torch, self.module, path)
+                # As for the mega-cache: nothing left to compile, no pool of compilers.
+                torch._inductor.config.compile_threads = 1
                 return
             except Exception as exc:  # a truncated, foreign or older file: build anew
                 log.warning("engine cache %s unusable (%s); compiling instead", path, exc)
