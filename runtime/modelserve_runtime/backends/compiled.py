@@ -242,27 +242,33 @@ def load_artifacts(torch: Any, path: str) -> bool:
     return True
 
 
+def write_atomically(path: str, blob: bytes) -> None:
+    """`blob` at `path` through a temp file and a rename: a replica reading the shared
+    volume never sees half a file, and two builders just race to the same content."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def save_artifacts(torch: Any, path: str) -> bool:
-    """Writes what this process compiled to `path` (temp file + rename, so a replica
-    reading the shared volume never sees half a file and two builders just race to the
-    same content). False (and a warning) when there is nothing to save or the volume is
-    read-only: the model still serves, the next start compiles again."""
+    """Writes what this process compiled to `path` (write_atomically). False (and a
+    warning) when there is nothing to save or the volume is read-only: the model still
+    serves, the next start compiles again."""
     try:
         saved = torch.compiler.save_cache_artifacts()
         if saved is None:
             log.warning("engine cache: torch produced no artifacts to save")
             return False
         blob = saved[0]
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(blob)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomically(path, blob)
     except Exception as exc:
         log.warning("engine cache: could not save %s (%s)", path, exc)
         return False

@@ -22,7 +22,6 @@ backend serves eagerly with a warning.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -30,6 +29,8 @@ import struct
 import tempfile
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from .compiled import write_atomically
 
 MAGIC = b"modelserve-standalone-1\n"
 _LENGTH = struct.Struct("<I")
@@ -201,24 +202,15 @@ class StandaloneEngine:
         self._checked = True
 
     def save(self, path: str) -> int:
-        """The engine file at `path` (temp file + rename); its size in bytes."""
+        """The engine file at `path` (compiled.write_atomically); its size in bytes."""
         assert self.artifact is not None and self.feeds is not None
-        directory = os.path.dirname(path) or "."
-        os.makedirs(directory, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        # torch saves an artifact to a path only; the temp file goes right after.
+        with tempfile.TemporaryDirectory() as tmp:
             art_path = os.path.join(tmp, "artifact.bin")
             self.artifact.save(path=art_path, format="binary")
             with open(art_path, "rb") as f:
                 blob = pack(self.feeds, f.read())
-        fd, tmp_path = tempfile.mkstemp(dir=directory, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(blob)
-            os.replace(tmp_path, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_path)
-            raise
+        write_atomically(path, blob)
         return len(blob)
 
 
