@@ -141,3 +141,46 @@ def test_a_built_engine_loads_in_a_fresh_process_and_answers_as_the_model(
 def test_a_wrongly_fed_engine_is_refused_at_its_first_call(built: tuple[Path, Path]) -> None:
     diffs = _load_in_fresh_process(*built, "swap")
     assert "unlike the model's" in diffs["5"], diffs
+
+
+def test_two_inputs_and_a_dict_of_outputs_go_through_one_engine(tmp_path: Path) -> None:
+    """BERT's shape of model: token ids and a mask sharing the batch dimension, a dict
+    with a floating and an integer output (checked exactly)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch._inductor.standalone_compile")
+    from modelserve_runtime.backends.standalone import StandaloneEngine
+
+    class Tagger(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = torch.nn.Embedding(100, 8)
+            self.fc = torch.nn.Linear(8, 3)
+
+        def forward(self, ids, mask):
+            h = self.emb(ids) * mask.unsqueeze(-1).float()
+            return {"logits": self.fc(h.mean(1)), "first": ids[:, 0]}
+
+    def inputs(rows: int) -> tuple:
+        return torch.randint(0, 100, (rows, 16)), torch.ones(rows, 16, dtype=torch.int64)
+
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(Tagger().eval(), inputs(2), dynamic_shapes=({0: batch},) * 2)
+    torch.export.save(program, tmp_path / "tagger.pt2")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+        engine = StandaloneEngine(torch, torch.export.load(tmp_path / "tagger.pt2").module())
+        first = inputs(8)
+        for t in first:
+            torch._dynamo.maybe_mark_dynamic(t, 0)
+        with torch.no_grad():
+            engine(*first)
+        assert [f.kind for f in engine.feeds][:3] == ["size", "input", "input"]
+        engine.save(str(tmp_path / "tagger.engine"))
+        module = torch.export.load(tmp_path / "tagger.pt2").module()
+        loaded = StandaloneEngine.load(torch, module, str(tmp_path / "tagger.engine"))
+        with torch.no_grad():
+            x = inputs(5)
+            logits, first_ids = loaded(*x)
+            want = module(*x)
+    assert float((logits - want["logits"]).abs().max()) < 1e-5
+    assert torch.equal(first_ids, want["first"])
