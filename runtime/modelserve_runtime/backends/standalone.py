@@ -15,9 +15,9 @@ torch.compile and the mega-cache, GPU-only batch 128 in a CUDA graph 27.1k again
 rows/s, the same largest difference from the eager module (0.125) at batch 2-128. Not
 yet measured through the server, hence opt-in.
 
-Every first call (after a build or a load) is checked against the eager module, so a
-mis-fed input or a stale file can never serve wrong answers: a mismatch raises, and the
-backend serves eagerly with a warning.
+The first call after a build or a load is checked against the eager module, so a
+mis-fed input or a stale file is caught before anything is served from it: a mismatch
+raises, and the backend serves eagerly with a warning.
 """
 
 from __future__ import annotations
