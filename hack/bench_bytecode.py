@@ -38,12 +38,13 @@ def import_path(env: dict[str, str]) -> list[str]:
 
 def missing_bytecode(module: str = "torch") -> str | None:
     """The source file of `module` whose bytecode is missing, or None when it is there
-    (or the module is not installed)."""
+    (or the module is not installed): the runtime's own check, which warns at start."""
+    from modelserve_runtime.backends.compiled import without_bytecode
+
     spec = importlib.util.find_spec(module)
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+    if spec is None or not spec.origin or not without_bytecode(spec.origin):
         return None
-    compiled = importlib.util.cache_from_source(spec.origin)
-    return None if os.path.exists(compiled) else spec.origin
+    return spec.origin
 
 
 def ensure(env: dict[str, str], module: str = "torch") -> str:
