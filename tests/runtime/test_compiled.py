@@ -85,9 +85,11 @@ def test_options_follow_the_setting_and_the_model() -> None:
     assert compiled.options_for("auto", True) == BuildOptions()
     assert compiled.options_for("default", False).channels_last is False
     assert compiled.options_for("max-autotune", True).mode == "max-autotune"
-    standalone = compiled.options_for("standalone", True)
-    assert standalone == BuildOptions(loader="standalone")  # opt-in; "auto" stays dynamo
-    assert KEY.filename() != dataclasses.replace(KEY, options=standalone).filename()
+    assert compiled.options_for("standalone", True) == BuildOptions(loader="standalone")
+    dynamo = compiled.options_for("default", True)
+    assert dynamo == BuildOptions(loader="dynamo")  # torch.compile and its mega-cache
+    assert compiled.options_for("max-autotune", True).loader == "dynamo"
+    assert KEY.filename() != dataclasses.replace(KEY, options=dynamo).filename()
 
 
 def _fake_torch(saved: bytes | None = b"blob", load_error: Exception | None = None):

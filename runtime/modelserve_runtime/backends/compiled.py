@@ -102,10 +102,13 @@ class BuildOptions:
     # time; every bucket still gets its own CUDA graph.
     dynamic_batch: bool = True
     channels_last: bool = True
-    # "dynamo": torch.compile with the mega-cache, Dynamo traces again on every start;
-    # "standalone": inductor's standalone artifact, loaded without Dynamo (standalone.py;
-    # opt-in until measured through the server).
-    loader: str = "dynamo"
+    # "standalone": inductor's standalone artifact, loaded without Dynamo (standalone.py).
+    # Through the server on an H200 a warm start's first call took 0.50-0.54 s against
+    # 3.2-3.7 s, and the start 7.1-8.7 s to ready against 9.1-10.6 s, for the same
+    # throughput (ResNet-50 uint8; BERT 9.5 s against 11.7-11.8 s; docs/runtime.md).
+    # "dynamo": torch.compile with the mega-cache; Dynamo traces again on every start
+    # (`--torch-compile default` or `max-autotune`).
+    loader: str = "standalone"
 
 
 @dataclass(frozen=True)
@@ -183,7 +186,7 @@ def cudnn_autotune(bucket: int, buckets: list[int], policy: str | None = None) -
 
 def options_for(setting: str, conv_like: bool) -> BuildOptions:
     mode = "max-autotune" if setting == "max-autotune" else "default"
-    loader = "standalone" if setting == "standalone" else "dynamo"
+    loader = "standalone" if setting in ("auto", "standalone") else "dynamo"
     return BuildOptions(mode=mode, channels_last=conv_like, loader=loader)
 
 
