@@ -6,12 +6,15 @@ through torch.compile (inductor, frozen weights) at batch 128. This module turns
 model into that compiled engine and keeps what the compiler produced in the engine
 cache, so that the next start loads instead of compiling again.
 
-Why torch.compile with the mega-cache and not AOTInductor: on torch 2.11+cu130 an
-AOTInductor package compiled (60-71 s) but `aoti_load_package` segfaulted every time,
-also in a fresh process, while `torch.compiler.save_cache_artifacts()` /
-`load_cache_artifacts()` worked (ResNet-50: 3.2 MB; the same throughput after a
-reload). The cache file is an opaque blob that only the same torch on the same kind of
-GPU can use, so everything that changes the generated code is in its key.
+Two engines, one interface (`BuildOptions.loader`): by default inductor's standalone
+artifact, which a start loads without Dynamo (standalone.py); with `--torch-compile
+default` or `max-autotune`, torch.compile with the mega-cache
+(`torch.compiler.save_cache_artifacts()` / `load_cache_artifacts()`, ResNet-50: 3.2 MB),
+which lets Dynamo trace again on every start (~3 s more). Not AOTInductor: on torch
+2.11+cu130 a package compiled (60-71 s) but `aoti_load_package` segfaulted every time,
+also in a fresh process. An engine file is an opaque blob that only the same torch on
+the same kind of GPU can use, so everything that changes the generated code is in its
+key.
 
 Only a torch.export program (`.pt2`) is compiled: dynamo cannot look inside a
 TorchScript module, so `.pt` files keep running eagerly (still in channels_last).

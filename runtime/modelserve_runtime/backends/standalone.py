@@ -1,19 +1,21 @@
-"""A compiled engine that a warm start loads without Dynamo (`--torch-compile standalone`).
+"""The compiled engine a warm start loads without Dynamo (`--torch-compile auto`, the
+default, or `standalone`).
 
-The default engine (compiled.py) keeps torch's mega-cache and calls torch.compile again
-on every start: Dynamo traces the exported graph anew (3.4-5.8 s of a ResNet-50 warm
-start on an H200) and only inductor's part comes from the cache. Here the build keeps
-the graph Dynamo traced, compiles it with `torch._inductor.standalone_compile`, and
-saves that `CompiledArtifact`; a start loads the artifact and calls it directly. The
-artifact takes the graph's inputs as Dynamo lifted them (the module's weights and
-buffers, the user's tensors, a tensor's size where it is symbolic), so the engine file
-also records where each input comes from (`Feed`).
+The other engine (`default`/`max-autotune`, compiled.py) keeps torch's mega-cache and
+calls torch.compile again on every start: Dynamo traces the exported graph anew (3.4-5.8
+s of a ResNet-50 warm start on an H200) and only inductor's part comes from the cache.
+Here the build keeps the graph Dynamo traced, compiles it with
+`torch._inductor.standalone_compile`, and saves that `CompiledArtifact`; a start loads
+the artifact and calls it directly. The artifact takes the graph's inputs as Dynamo
+lifted them (the module's weights and buffers, the user's tensors, a tensor's size where
+it is symbolic), so the engine file also records where each input comes from (`Feed`).
 
 Measured on an H200 (hack/probe-standalone-compile, ResNet-50 fp16, fresh process and
 inductor cache): from the model read to the first output 1.41 s against 3.70 s through
 torch.compile and the mega-cache, GPU-only batch 128 in a CUDA graph 27.1k against 26.0k
-rows/s, the same largest difference from the eager module (0.125) at batch 2-128. Not
-yet measured through the server, hence opt-in.
+rows/s, the same largest difference from the eager module (0.125) at batch 2-128.
+Through the server (docs/runtime.md, Benchmark, seventh round): a warm start's first call
+0.45-0.71 s against 3.2-3.7 s, the same throughput.
 
 The first call after a build or a load is checked against the eager module, so a
 mis-fed input or a stale file is caught before anything is served from it: a mismatch
