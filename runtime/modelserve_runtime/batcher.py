@@ -154,6 +154,10 @@ class Batcher:
     def depth(self) -> int:
         return len(self._queue)
 
+    def idle(self) -> bool:
+        """Nothing queued and no batch running (read without the lock: a hint)."""
+        return not self._queue and not self._started
+
     def start(self) -> None:
         """On the event loop: start one thread per backend instance."""
         self._loop = asyncio.get_running_loop()

@@ -44,9 +44,12 @@ class Settings:
     port: int = 8080
     host: str = "0.0.0.0"
     engine_cache_dir: str | None = None
-    # torch backend: compile a .pt2 program with torch.compile (backends/compiled.py).
-    # auto = inductor's default mode on a GPU; off = eager ops in CUDA graphs.
+    # torch backend: compile a .pt2 program (backends/compiled.py). auto = inductor's
+    # standalone engine on a GPU; off = eager ops in CUDA graphs.
     torch_compile: str = "auto"
+    # After a lone request, keep the event loop polling this long instead of sleeping
+    # (busypoll.py): lower latency at concurrency 1 for CPU; 0 = off.
+    busy_poll_us: int = 0
     api_keys_file: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -103,6 +106,7 @@ _OPTIONS: list[tuple[str, str, type, str]] = [
     ("--max-queue-delay-us", "MODELSERVE_MAX_QUEUE_DELAY_US", int, "max_queue_delay_us"),
     ("--max-queue-size", "MODELSERVE_MAX_QUEUE_SIZE", int, "max_queue_size"),
     ("--inline-below-us", "MODELSERVE_INLINE_BELOW_US", int, "inline_below_us"),
+    ("--busy-poll-us", "MODELSERVE_BUSY_POLL_US", int, "busy_poll_us"),
     ("--port", "MODELSERVE_PORT", int, "port"),
     ("--host", "MODELSERVE_HOST", str, "host"),
     ("--engine-cache-dir", "MODELSERVE_ENGINE_CACHE_DIR", str, "engine_cache_dir"),
@@ -200,6 +204,10 @@ def validate(s: Settings) -> None:
         ),
         (s.max_queue_size >= 1, f"--max-queue-size must be >= 1, got {s.max_queue_size}"),
         (s.inline_below_us >= 0, f"--inline-below-us must be >= 0, got {s.inline_below_us}"),
+        (
+            0 <= s.busy_poll_us <= 100_000,
+            f"--busy-poll-us must be in 0..100000 (0: off), got {s.busy_poll_us}",
+        ),
         (0 < s.port < 65536, f"--port must be in 1..65535, got {s.port}"),
         (
             0 <= s.grpc_port < 65536 and s.grpc_port != s.port,

@@ -47,6 +47,7 @@ from multiprocessing import resource_tracker, shared_memory
 import numpy as np
 
 from .backends import Backend, Chunks, TensorSpec
+from .busypoll import POLL
 from .codec import DATATYPES, InferRequest
 from .config import Settings
 from .errors import InferenceError, Unavailable
@@ -252,7 +253,10 @@ class EngineServer:
     def requests(self, peer: _WorkerPeer, messages: list[tuple]) -> None:
         """A frame of one worker's requests, on the event loop: queued at once."""
         received = time.monotonic()
-        assert peer.shm is not None and self.model.batcher is not None
+        batcher = self.model.batcher
+        assert peer.shm is not None and batcher is not None
+        if len(messages) == 1 and batcher.idle():
+            POLL.kick()  # a lone request: its worker's next is likely close (busypoll.py)
         buf = peer.shm.buf
         queued = []
         for req_id, rows, inputs, out_offset, out_capacity in messages:
@@ -270,7 +274,7 @@ class EngineServer:
             peer.pending += len(queued)
         while queued:
             try:
-                taken = self.model.batcher.enqueue_many(queued, peer.answer)
+                taken = batcher.enqueue_many(queued, peer.answer)
             except InferenceError as exc:  # shutting down, or the queue is full
                 peer.answered(len(queued))
                 peer.link.send(*((token[0], None, str(exc), exc.status) for _, _, token in queued))
@@ -279,6 +283,7 @@ class EngineServer:
 
 
 def run_engine(settings: Settings, socket_path: str) -> int:
+    POLL.configure(settings.busy_poll_us)
     server = EngineServer(settings, socket_path)
     try:
         import uvloop
@@ -433,6 +438,8 @@ class RemoteModel(Model):
         out_capacity = self.slot_bytes - self.in_bytes if slot is not None else 0
         # Leaves with the other requests of this event-loop turn, in one frame.
         self.link.send((req_id, rows, metas, in_end if slot is not None else 0, out_capacity))
+        if len(self._pending) == 1:  # our only request: poll for its answer (busypoll.py)
+            POLL.kick()
         # Cancelled here, the slot stays taken until the engine answers (_on_replies).
         _, outputs, error, status = await fut
         self.roundtrip_seconds.inc(time.monotonic() - sent)

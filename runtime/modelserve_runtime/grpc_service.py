@@ -401,8 +401,7 @@ class InferenceService:
         status, key_id, label_model, known = 500, None, "_unknown", False
         request_id = model_name = version = None
         self.calls += 1
-        server.inflight += 1
-        server.inflight_gauge.inc()
+        alone = server.request_began()
         try:
             key_id = self._authorize(call)
             if call.done():  # ended while it waited to be served: nobody to answer
@@ -438,8 +437,7 @@ class InferenceService:
             ) from None
         finally:
             self.calls -= 1
-            server.inflight -= 1
-            server.inflight_gauge.dec()
+            server.request_ended(alone)
             if status != 401:  # as over HTTP, where auth fails before the handler counts
                 server.count(label_model, status)
             if known:

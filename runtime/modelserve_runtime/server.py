@@ -25,6 +25,7 @@ from . import __version__, progress
 from .audit import AuditLog
 from .auth import ApiKeys, presented_key
 from .backends import create_backend
+from .busypoll import POLL
 from .codec import HEADER_LENGTH, decode_request, encode_response
 from .config import ConfigError, Settings, load_settings
 from .connections import ConnectionLimits
@@ -83,6 +84,7 @@ class RuntimeServer:
         self.api_keys = ApiKeys.from_file(keys_file) if keys_file else None
         self.draining = False
         self.inflight = 0
+        self.arrivals = 0  # inference requests begun so far (request_began)
         self.inflight_gauge = self.metrics.inflight.labels(settings.model_name)
         # Label children are looked up once, not per request (the hot path).
         self.duration = self.metrics.request_duration.labels(
@@ -102,6 +104,23 @@ class RuntimeServer:
             settings.header_timeout_s,
             lambda reason: rejected.labels(reason).inc(),
         )
+
+    def request_began(self) -> int:
+        """Count an inference request (HTTP or gRPC) in flight. Returns a token for
+        `request_ended`: nonzero when the request found the process otherwise idle."""
+        self.inflight += 1
+        self.inflight_gauge.inc()
+        self.arrivals += 1
+        return self.arrivals if self.inflight == 1 else 0
+
+    def request_ended(self, alone: int) -> None:
+        """The request is answered. If it had the process to itself from start to end
+        (no other began meanwhile), the next one is likely the same client's: keep the
+        event loop polling for it (busypoll.py; a no-op unless --busy-poll-us is set)."""
+        self.inflight -= 1
+        self.inflight_gauge.dec()
+        if alone and alone == self.arrivals:
+            POLL.kick()
 
     def count(self, label_model: str, status: int) -> None:
         """One finished inference request in modelserve_requests_total (HTTP and gRPC)."""
@@ -260,8 +279,7 @@ class RuntimeServer:
         known = name == self.model.name
         # Unknown names share one label value so callers cannot inflate cardinality.
         label_model = self.model.name if known else "_unknown"
-        self.inflight += 1
-        self.inflight_gauge.inc()
+        alone = self.request_began()
         status = 500
         try:
             response = await self._infer(request)
@@ -288,8 +306,7 @@ class RuntimeServer:
             status = 500
             return _error(500, "internal error during inference; see the server log")
         finally:
-            self.inflight -= 1
-            self.inflight_gauge.dec()
+            self.request_ended(alone)
             request["status"] = status
             self.count(label_model, status)
             if known:
@@ -374,6 +391,7 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
 
 
 async def serve(settings: Settings) -> int:
+    POLL.configure(settings.busy_poll_us)
     server = RuntimeServer(settings)
     runner = web.AppRunner(
         server.app(),

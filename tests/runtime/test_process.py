@@ -217,13 +217,18 @@ def test_workers_share_the_port_and_aggregate_metrics(tiny_model: Path, tmp_path
     assert srv.stderr_path.read_text().count("drained; exiting") == 2
 
 
+@pytest.mark.parametrize("busy_poll", ["0", "2000"], ids=["sleeping", "busy-polling"])
 def test_engine_answers_never_cross_between_concurrent_requests(
-    tiny_model: Path, tmp_path: Path
+    tiny_model: Path, tmp_path: Path, busy_poll: str
 ) -> None:
     """Engine mode under concurrency: answers are written into slots and sent from the
     engine's instance threads; each request must get its own, whichever worker, batch
-    and slot it went through (rows 6 exceed a slot and travel inline)."""
-    srv = start_server(tmp_path, tiny_model, "--workers", "2", "--engine-process", "1")
+    and slot it went through (rows 6 exceed a slot and travel inline). With busy-polling
+    on, a lone client first (it keeps the loops polling), then the crowd."""
+    srv = start_server(
+        tmp_path, tiny_model, "--workers", "2", "--engine-process", "1",
+        "--busy-poll-us", busy_poll,
+    )
     failures: list[str] = []
 
     def client(seed: int) -> None:
@@ -243,6 +248,7 @@ def test_engine_answers_never_cross_between_concurrent_requests(
         while srv.stderr_path.read_text().count("ready: model") < 2:
             assert srv.proc.poll() is None, srv.stderr_path.read_text()
             time.sleep(0.05)
+        client(100)  # alone
         threads = [threading.Thread(target=client, args=(seed,)) for seed in range(8)]
         for t in threads:
             t.start()
