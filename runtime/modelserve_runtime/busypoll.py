@@ -5,9 +5,9 @@ window, so the next frame or request is read at once instead of after an OS wake
 At concurrency 1 every hop of a request finds the process asleep, and waking a sleeping
 process took ~0.1-0.15 ms on the H200 machines (hack/probe-wakeups). In engine mode a
 request crosses three such hops (client -> worker, worker -> engine, engine -> worker):
-with a 2 ms window uint8 ResNet-50 at c=1 answered in 1.02-1.10 ms p50 against
-1.51-1.57 ms in the same run (docs/runtime.md, Benchmark, seventh round), for about one
-more core busy per process that spins.
+with a 2 ms window uint8 ResNet-50 at c=1 answered in 1.02-1.03 ms p50 against
+1.57-1.59 ms in the same run on an H200 machine (docs/runtime.md, Benchmark, seventh
+round), for ~1.2 more cores busy; at c=64 it served as much as without.
 
 Only a lone request kicks the window: an HTTP request that had the process to itself,
 a worker's only request to the engine, a frame of one request reaching an idle engine.

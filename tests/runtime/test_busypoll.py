@@ -31,7 +31,7 @@ def test_a_kick_keeps_the_loop_polling_for_the_window_then_it_sleeps() -> None:
 
     async def main() -> tuple[int, int, int]:
         poll.kick()
-        poll.kick()  # within the window: extends it, no second chain of callbacks
+        poll.kick()  # within the window: extends it
         await asyncio.sleep(0.06)
         after_window = poll.spins
         await asyncio.sleep(0.03)
